@@ -18,7 +18,9 @@ def api_server(django_db_setup, django_db_blocker):
     )
     if "sqlite" in settings["ENGINE"]:
         pytest.skip("the live-server tests need PostgreSQL (set DATABASE_URL)")
-    server = LiveServer({"DATABASE_URL": url, "MESHPLANE_DB_CONN_MAX_AGE": "0"})
+    server = LiveServer(
+        {"DATABASE_URL": url, "MESHPLANE_DB_CONN_MAX_AGE": "0", "MESHPLANE_QUERY_COUNT_HEADER": "1"}
+    )
     yield server
     server.stop()
 

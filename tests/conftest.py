@@ -47,3 +47,9 @@ def charlie(personas):
 
 def pytest_report_header(config):
     return f"DATABASE_URL={os.environ.get('DATABASE_URL', '(sqlite)')}"
+
+
+def pytest_generate_tests(metafunc):
+    from tests.support.endpoints import pytest_generate_tests as endpoint_params
+
+    endpoint_params(metafunc)

@@ -27,6 +27,10 @@ class Kind:
         out = "".join(" " + c.lower() if c.isupper() else c for c in self.key)
         return out
 
+    @property
+    def plural_label(self) -> str:
+        return "meshes" if self.key == "mesh" else self.label + "s"
+
 
 MESH = Kind("mesh", "Mesh", m.Mesh, "meshes", "meshes")
 VIRTUAL_NODE = Kind(

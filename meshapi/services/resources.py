@@ -382,7 +382,7 @@ def _check_quota(siblings: QuerySet, quotas: dict[str, int], kind: Kind, where: 
     limit = quotas[kind.quota]
     if siblings.count() >= limit:
         raise LimitExceeded(
-            f"{kind.name_field}: {where} already has {limit} {kind.label}s, the most allowed "
+            f"{kind.name_field}: {where} already has {limit} {kind.plural_label}, the most allowed "
             f"(quota '{kind.quota}'); delete one or ask for a higher quota."
         )
 
@@ -440,7 +440,7 @@ def _guard_delete(kind: Kind, row: Model) -> None:
 
     if kind is MESH:
         held = [
-            k.label + "s"
+            k.plural_label
             for k in (VIRTUAL_NODE, VIRTUAL_SERVICE, VIRTUAL_ROUTER, VIRTUAL_GATEWAY)
             if k.model.objects.filter(mesh=row).exists()
         ]

@@ -7,6 +7,16 @@ from tests.support.personas import make_personas
 
 
 @pytest.fixture(scope="session")
+def django_db_modify_db_settings():
+    """A test database per run, so runs started side by side do not drop each other's."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if "sqlite" not in db["ENGINE"]:
+        db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{os.getpid()}"
+
+
+@pytest.fixture(scope="session")
 def api_server(django_db_setup, django_db_blocker):
     """A gunicorn process serving the test database (data must be committed to be seen)."""
     from django.db import connection

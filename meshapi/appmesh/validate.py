@@ -69,12 +69,12 @@ def _structure(shape: Shape, value: Any, path: str) -> None:
     for key in shape.required_members:
         if value.get(key) is None:
             raise BadRequest(f"{_join(path, key)}: this field is required.")
-    present = [k for k, v in value.items() if v is not None]
+    present = [k for k in members if value.get(k) is not None]
     if shape.metadata.get("union") and len(present) != 1:
         options = ", ".join(members)
         if not present:
             raise BadRequest(f"{where}: set exactly one of {options}.")
-        raise BadRequest(f"{where}: set exactly one of {options}, not {', '.join(present)}.")
+        raise BadRequest(f"{where}: set exactly one of {options}; got {' and '.join(present)}.")
     for key in present:
         validate(members[key], value[key], _join(path, key))
 

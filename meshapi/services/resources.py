@@ -8,10 +8,12 @@ record commit together or not at all.
 import base64
 import binascii
 import json
+from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.db.models import F, Model, QuerySet
 
 from meshapi.appmesh.errors import (
@@ -37,6 +39,8 @@ from meshapi.signals import mesh_changed
 from tenants.models import AuditEvent, Tenant, quotas_for
 
 DEFAULT_PAGE = 100
+# How long a clientToken is remembered; workers prune older records.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,10 @@ def _replay(tenant: Tenant, idem: Idempotency | None) -> dict | None:
     if idem is None or not idem.client_token:
         return None
     record = IdempotencyRecord.objects.filter(
-        tenant=tenant, operation=idem.operation, client_token=idem.client_token
+        tenant=tenant,
+        operation=idem.operation,
+        client_token=idem.client_token,
+        created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW,
     ).first()
     if record is None:
         return None

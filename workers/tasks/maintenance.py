@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from workers.celery import mesh_task
 
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
+IDEMPOTENCY_WINDOW = timedelta(hours=24)  # the same window meshapi.services.resources honours
 
 
 @mesh_task("maintenance.prune_idempotency_records")

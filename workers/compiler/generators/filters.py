@@ -1,0 +1,91 @@
+"""Network filters the listener generators share: HTTP connection manager, TCP proxy,
+access logs."""
+
+from envoy.config.accesslog.v3 import accesslog_pb2
+from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
+from envoy.config.listener.v3 import listener_components_pb2
+from envoy.config.route.v3 import route_pb2
+from envoy.extensions.access_loggers.file.v3 import file_pb2
+from envoy.extensions.filters.http.router.v3 import router_pb2
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2 as hcm_pb2,
+)
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2
+from google.protobuf import struct_pb2
+
+from workers.compiler.xds import ads, pack
+
+HCM = "envoy.filters.network.http_connection_manager"
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+ROUTER = "envoy.filters.http.router"
+
+
+def access_logs(file_spec) -> list[accesslog_pb2.AccessLog]:
+    """App Mesh's file access log: a path and an optional text or json format."""
+    if not file_spec:
+        return []
+    log = file_pb2.FileAccessLog(path=file_spec["path"])
+    fmt = file_spec.get("format") or {}
+    if fmt.get("text") is not None:
+        log.log_format.CopyFrom(
+            substitution_format_string_pb2.SubstitutionFormatString(
+                text_format_source=base_pb2.DataSource(inline_string=fmt["text"])
+            )
+        )
+    elif fmt.get("json"):
+        fields = struct_pb2.Struct()
+        for pair in fmt["json"]:
+            fields[pair["key"]] = pair["value"]
+        log.log_format.CopyFrom(
+            substitution_format_string_pb2.SubstitutionFormatString(json_format=fields)
+        )
+    return [accesslog_pb2.AccessLog(name="envoy.access_loggers.file", typed_config=pack(log))]
+
+
+def http_connection_manager(
+    stat_prefix: str,
+    *,
+    rds: str | None = None,
+    route_config: route_pb2.RouteConfiguration | None = None,
+    logs=(),
+    stream_idle_timeout=None,
+    strip_any_host_port: bool = False,
+) -> listener_components_pb2.Filter:
+    manager = hcm_pb2.HttpConnectionManager(
+        stat_prefix=stat_prefix,
+        codec_type=hcm_pb2.HttpConnectionManager.AUTO,
+        http_filters=[hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))],
+        access_log=list(logs),
+        strip_any_host_port=strip_any_host_port,
+    )
+    if rds is not None:
+        manager.rds.CopyFrom(hcm_pb2.Rds(config_source=ads(), route_config_name=rds))
+    elif route_config is not None:
+        manager.route_config.CopyFrom(route_config)
+    if stream_idle_timeout is not None:
+        manager.stream_idle_timeout.CopyFrom(stream_idle_timeout)
+    return listener_components_pb2.Filter(name=HCM, typed_config=pack(manager))
+
+
+def tcp_proxy(
+    stat_prefix: str, clusters: list[tuple[str, int]], *, logs=(), idle_timeout=None
+) -> listener_components_pb2.Filter:
+    proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, access_log=list(logs))
+    if len(clusters) == 1:
+        proxy.cluster = clusters[0][0]
+    else:
+        proxy.weighted_clusters.CopyFrom(
+            tcp_proxy_pb2.TcpProxy.WeightedCluster(
+                clusters=[
+                    tcp_proxy_pb2.TcpProxy.WeightedCluster.ClusterWeight(name=name, weight=weight)
+                    for name, weight in clusters
+                ]
+            )
+        )
+    if idle_timeout is not None:
+        proxy.idle_timeout.CopyFrom(idle_timeout)
+    return listener_components_pb2.Filter(name=TCP_PROXY, typed_config=pack(proxy))
+
+
+def stat_name(name: str) -> str:
+    return name.replace("/", "_").replace(":", "_")

@@ -28,7 +28,7 @@ class LiveServer:
             sys.executable, "-m", "gunicorn", "meshapi.wsgi",
             "-b", f"127.0.0.1:{self.port}",
             "-w", str(workers), "--threads", str(threads),
-            "--graceful-timeout", "2", "--timeout", "60",
+            "--graceful-timeout", "2", "--timeout", "60", "--no-control-socket",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env={**os.environ, **env}, stdout=self._log, stderr=subprocess.STDOUT

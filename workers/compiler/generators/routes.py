@@ -73,17 +73,20 @@ def _ingress(plan: Plan, out: Builder) -> None:
         port = ingress.port
         if port.protocol == "tcp":
             continue
+        per_request = dig(port.listener, "timeout", port.protocol, "perRequest")
 
-        def build(_, port=port):
-            action = rc.RouteAction(cluster=names.local_app(port.port))
-            per_request = xds.spec_duration(port.listener, "timeout", port.protocol, "perRequest")
-            if per_request is not None:
-                action.timeout.CopyFrom(per_request)
+        def build(_, number=port.port, per_request=per_request):
+            action = rc.RouteAction(cluster=names.local_app(number))
+            timeout = xds.duration(per_request)
+            if timeout is not None:
+                action.timeout.CopyFrom(timeout)
             route = rc.Route(name="local", match=rc.RouteMatch(prefix="/"), route=action)
             return rc.VirtualHost(name="local", domains=["*"], routes=[route])
 
-        host = out.shared(("ingress_host", port), build)
-        _add(out, names.ingress_routes(port.port), [host], (port,))
+        # Keyed by what the message holds, so nodes with the same port share it.
+        key = (port.port, per_request)
+        host = out.shared(("ingress_host",) + key, build)
+        _add(out, names.ingress_routes(port.port), [host], key)
 
 
 def _service(out: Builder, egress: Egress) -> None:

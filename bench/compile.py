@@ -1,0 +1,119 @@
+"""Compiler benchmark: full compile cost per (proxy × reachable service) as meshes grow,
+and the cost of a one-route change and of an endpoint-only change.
+
+    .venv/bin/python bench/compile.py [N ...]      (default: 100 1000 5000)
+
+Each virtual node has one HTTP listener and 5 backends; each backend service is provided
+by a router with 3 routes of weighted targets. Prints ratios against the smallest mesh
+measured in the same run (goal for linear: per-service cost at the largest ≤ 1.2× at 100).
+"""
+
+import sys
+import time
+
+sys.path.insert(0, ".")
+
+from workers.compiler import (  # noqa: E402
+    MeshContext,
+    ProxyRequest,
+    compile_proxy,
+    dependents,
+    proxies_of,
+)
+
+BACKENDS = 5
+
+
+def specs(n: int, variant: int = 0) -> dict:
+    nodes, services, routers, routes, endpoints = {}, {}, {}, {}, {}
+    for i in range(n):
+        nodes[f"n{i}"] = {
+            "listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}],
+            "backends": [
+                {"virtualService": {"virtualServiceName": f"s{(i + k) % n}.local"}}
+                for k in range(1, BACKENDS + 1)
+            ],
+        }
+        services[f"s{i}.local"] = {"provider": {"virtualRouter": {"virtualRouterName": f"r{i}"}}}
+        routers[f"r{i}"] = {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}
+        routes[f"r{i}"] = {
+            f"rt{k}": {
+                "priority": k,
+                "httpRoute": {
+                    "match": {"prefix": f"/{k}" if k else "/"},
+                    "action": {
+                        "weightedTargets": [
+                            {"virtualNode": f"n{(i + k + j) % n}", "weight": 50 + variant}
+                            for j in range(2)
+                        ]
+                    },
+                },
+            }
+            for k in range(3)
+        }
+        endpoints[(f"n{i}", 8080)] = [{"address": f"10.{i // 250}.{i % 250}.1", "port": 8080}]
+    return dict(
+        virtual_nodes=nodes,
+        virtual_services=services,
+        virtual_routers=routers,
+        routes=routes,
+        endpoints=endpoints,
+    )
+
+
+def build(data: dict) -> MeshContext:
+    return MeshContext.from_specs("bench", {"egressFilter": {"type": "DROP_ALL"}}, **data)
+
+
+def full(ctx: MeshContext) -> tuple[float, dict]:
+    start = time.perf_counter()
+    out = {(p.kind, p.name): compile_proxy(ctx, p) for p in proxies_of(ctx)}
+    return time.perf_counter() - start, out
+
+
+def main(sizes: list[int]) -> None:
+    base = None
+    print(
+        f"{'N':>6} {'full s':>8} {'µs/(proxy×svc)':>15} {'ratio':>6} "
+        f"{'route Δ ms':>10} {'touched':>8} {'changed':>8} {'endpoint Δ ms':>13} {'eds only':>8}"
+    )
+    for n in sizes:
+        data = specs(n)
+        ctx = build(data)
+        seconds, before = full(ctx)
+        per = seconds / (n * BACKENDS) * 1e6
+        base = base or per
+
+        # One route changes: recompile only its dependents against a fresh context.
+        changed = dict(data, routes=dict(data["routes"]))
+        route = dict(changed["routes"]["r0"])
+        route["rt0"] = {**route["rt0"], "priority": 7}
+        changed["routes"]["r0"] = route
+        start = time.perf_counter()
+        after_ctx = build(changed)
+        touched = dependents(after_ctx, {("route", "r0/rt0")}, previous=ctx)
+        after = {p: compile_proxy(after_ctx, ProxyRequest(*p)) for p in touched}
+        route_ms = (time.perf_counter() - start) * 1000
+        new_versions = sum(1 for p, s in after.items() if s.version != before[p].version)
+
+        # Endpoint-only change on n0: the dependents' snapshots differ in EDS only.
+        eps = dict(data["endpoints"])
+        eps[("n0", 8080)] = [{"address": "10.255.0.9", "port": 8080}]
+        start = time.perf_counter()
+        ep_ctx = build(dict(data, endpoints=eps))
+        ep_touched = dependents(ep_ctx, {("endpoints", "n0")}, previous=ctx)
+        ep_after = {p: compile_proxy(ep_ctx, ProxyRequest(*p)) for p in ep_touched}
+        endpoint_ms = (time.perf_counter() - start) * 1000
+        eds_only = all(
+            {t for t, v in s.type_versions.items() if v != before[p].type_versions[t]}
+            <= {"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"}
+            for p, s in ep_after.items()
+        )
+        print(
+            f"{n:>6} {seconds:>8.2f} {per:>15.1f} {per / base:>6.2f} {route_ms:>10.1f} "
+            f"{len(touched):>8} {new_versions:>8} {endpoint_ms:>13.1f} {str(eds_only):>8}"
+        )
+
+
+if __name__ == "__main__":
+    main([int(a) for a in sys.argv[1:]] or [100, 1000, 5000])

@@ -36,7 +36,12 @@ DNS_FAMILY = {
 
 
 def generate(plan: Plan, out: Builder) -> None:
+    used = None
+    if plan.proxy.consumer == "grpc":  # gRPC clients cannot use TCP backends' clusters
+        used = {c for e in plan.egress if e.port.protocol != "tcp" for c in e.clusters}
     for name, upstream in sorted(plan.upstreams.items()):
+        if used is not None and name not in used:
+            continue
         out.add(
             xds.CLUSTER,
             name,

@@ -56,8 +56,9 @@ def http_connection_manager(
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         http_filters=[hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))],
         access_log=list(logs),
-        strip_any_host_port=strip_any_host_port,
     )
+    if strip_any_host_port:  # a oneof member: set only when wanted
+        manager.strip_any_host_port = True
     if rds is not None:
         manager.rds.CopyFrom(hcm_pb2.Rds(config_source=ads(), route_config_name=rds))
     elif route_config is not None:

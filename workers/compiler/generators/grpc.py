@@ -3,10 +3,10 @@
 Clients: one `api_listener` per backend virtual service name and `name:port` (what a
 client dials as `xds:///name` or `xds:///name:port`), each an HTTP connection manager with
 the router filter and RDS `service/<name>/<port>`; the bare name takes the service's
-lowest HTTP port. Servers: one listener per HTTP-family `portMapping`, named as gRPC's xDS
-server looks it up, with the listener's TLS through certificate providers. A gRPC server
-cannot accept TLS and plaintext on one port, so PERMISSIVE serves plaintext (with a
-warning), which no existing client breaks on.
+lowest grpc port, else its lowest HTTP port. Servers: one listener per HTTP-family
+`portMapping`, named as gRPC's xDS server looks it up, with the listener's TLS through
+certificate providers. A gRPC server cannot accept TLS and plaintext on one port, so
+PERMISSIVE serves plaintext (with a warning), which no existing client breaks on.
 """
 
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
@@ -22,7 +22,7 @@ from workers.compiler.plan import Plan
 
 
 def generate(plan: Plan, out: Builder) -> None:
-    first_port: dict[str, int] = {}
+    first_port: dict[str, tuple[str, int]] = {}
     for egress in plan.egress:
         if egress.port.protocol == "tcp":
             plan.warn(
@@ -30,10 +30,13 @@ def generate(plan: Plan, out: Builder) -> None:
                 "cannot use; skipped"
             )
             continue
-        first_port.setdefault(egress.service, egress.port.port)
+        # The bare name takes the service's lowest grpc port, else its lowest HTTP port.
+        best = first_port.get(egress.service)
+        if best is None or (egress.port.protocol == "grpc" and best[0] != "grpc"):
+            first_port[egress.service] = (egress.port.protocol, egress.port.port)
         rds = names.service_routes(egress.service, egress.port.port)
         _api_listener(out, f"{egress.service}:{egress.port.port}", rds)
-    for service, port in sorted(first_port.items()):
+    for service, (_, port) in sorted(first_port.items()):
         _api_listener(out, service, names.service_routes(service, port))
     for ingress in plan.ingress:
         _server_listener(plan, out, ingress.port)

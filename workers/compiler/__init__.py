@@ -43,7 +43,7 @@ from workers.compiler.deps import dependents, requires
 from workers.compiler.generators import Builder
 from workers.compiler.plan import make_plan
 from workers.compiler.profile import PROFILES
-from workers.compiler.snapshot import InconsistentSnapshot, Snapshot, resource_hash
+from workers.compiler.snapshot import InconsistentSnapshot, Snapshot
 
 # Runtime values the agent's Envoy bootstrap must carry for these snapshots: App Mesh accepts
 # regexes up to 255 characters, beyond RE2's default program-size limit in Envoy.
@@ -76,19 +76,8 @@ def compile_proxy(ctx: MeshContext, proxy: ProxyRequest) -> Snapshot:
         out.resources,
         plan.warnings,
         metadata,
-        hasher=lambda message: _hash(ctx, message),
+        hasher=out.hash_of,
     )
-
-
-def _hash(ctx: MeshContext, message) -> str:
-    # Shared messages are hashed once per mesh compile; keeping the message in the memo
-    # keeps its id from being reused by another object.
-    key = ("hash", id(message))
-    found = ctx._memo.get(key)
-    if found is None or found[0] is not message:
-        found = (message, resource_hash(message))
-        ctx._memo[key] = found
-    return found[1]
 
 
 def proxies_of(ctx: MeshContext) -> list[ProxyRequest]:

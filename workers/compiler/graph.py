@@ -55,8 +55,12 @@ def _memo(ctx: MeshContext, key: tuple, build) -> Resolved:
 
 def node_ports(ctx: MeshContext, node: str) -> tuple[Port, ...]:
     """A virtual node's listeners, in port order (a repeated port keeps the first)."""
-    spec = ctx.virtual_nodes.get(node, EMPTY)
-    return _ports(spec.get("listeners", ()))
+    key = ("node_ports", node)
+    found = ctx._memo.get(key)
+    if found is None:
+        found = _ports(ctx.virtual_nodes.get(node, EMPTY).get("listeners", ()))
+        ctx._memo[key] = found
+    return found
 
 
 def _ports(listeners) -> tuple[Port, ...]:

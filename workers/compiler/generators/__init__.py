@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from workers.compiler import xds
 from workers.compiler.plan import Plan
+from workers.compiler.snapshot import resource_hash
 from workers.compiler.tls import TlsRefs
 
 
@@ -18,6 +19,7 @@ class Builder:
         self.plan = plan
         self.resources: dict[str, dict[str, object]] = {t: {} for t in xds.TYPE_ORDER}
         self.refs = TlsRefs(plan.proxy.consumer)
+        self._entries: dict[int, list] = {}  # id → memo entry of the shared messages used
 
     def add(self, type_url: str, name: str, message) -> None:
         bucket = self.resources[type_url]
@@ -29,13 +31,24 @@ class Builder:
         """The message for `key`, built once per mesh context; TLS references it makes are
         recorded on every proxy that uses it."""
         memo = self.plan.ctx._memo
-        found = memo.get(("msg", self.plan.proxy.consumer) + key)
+        memo_key = ("msg", self.plan.proxy.consumer) + key
+        found = memo.get(memo_key)
         if found is None:
             refs = TlsRefs(self.plan.proxy.consumer)
-            found = (build(refs), refs)
-            memo[("msg", self.plan.proxy.consumer) + key] = found
+            found = [build(refs), refs, None]  # message, its TLS references, its hash
+            memo[memo_key] = found
         self.refs.merge(found[1])
+        self._entries[id(found[0])] = found
         return found[0]
+
+    def hash_of(self, message) -> str:
+        """A resource's content hash; a shared message is hashed once per mesh compile."""
+        entry = self._entries.get(id(message))
+        if entry is None or entry[0] is not message:
+            return resource_hash(message)
+        if entry[2] is None:
+            entry[2] = resource_hash(message)
+        return entry[2]
 
 
 Generator = Callable[[Plan, Builder], None]

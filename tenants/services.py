@@ -8,7 +8,24 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from tenants.models import AccessKey, AuditEvent, Membership, Role, Tenant
+from tenants.models import (
+    DEFAULT_QUOTAS,
+    AccessKey,
+    AuditEvent,
+    Membership,
+    QuotaOverride,
+    Role,
+    Tenant,
+)
+
+
+class RuleViolation(Exception):
+    """A change the tenant's rules forbid; `field` names the input a caller should fix."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -99,3 +116,102 @@ def create_tenant(
             tenant, membership, description="first admin key", actor="system"
         )
     return tenant, new_key
+
+
+def _lock_tenant(tenant: Tenant) -> None:
+    """Serialise membership changes of one tenant, so two demotions cannot both pass."""
+    Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
+
+
+def _other_admins(tenant: Tenant, membership: Membership) -> bool:
+    others = Membership.objects.filter(tenant=tenant, role=Role.ADMIN).exclude(pk=membership.pk)
+    return others.exists()
+
+
+def change_member_role(tenant: Tenant, email: str, role: str, *, actor: str) -> Membership:
+    with transaction.atomic():
+        _lock_tenant(tenant)
+        membership = Membership.objects.select_related("user").get(
+            tenant=tenant, user__email=email.lower()
+        )
+        before = membership.role
+        if before == role:
+            return membership
+        if before == Role.ADMIN and not _other_admins(tenant, membership):
+            raise RuleViolation(
+                "role",
+                f"{membership.user.email} is the last admin of {tenant.slug}; "
+                "make another member admin first.",
+            )
+        membership.role = role
+        membership.save(update_fields=["role"])
+        AuditEvent.objects.create(
+            tenant=tenant,
+            actor=actor,
+            action="ChangeMemberRole",
+            resource_type="member",
+            resource_arn=membership.user.email,
+            before={"email": membership.user.email, "role": before},
+            after={"email": membership.user.email, "role": role},
+        )
+    return membership
+
+
+def remove_member(tenant: Tenant, email: str, *, actor: str) -> None:
+    """Remove a member; their access keys go with them."""
+    with transaction.atomic():
+        _lock_tenant(tenant)
+        membership = Membership.objects.select_related("user").get(
+            tenant=tenant, user__email=email.lower()
+        )
+        if membership.role == Role.ADMIN and not _other_admins(tenant, membership):
+            raise RuleViolation(
+                "email",
+                f"{membership.user.email} is the last admin of {tenant.slug}; "
+                "make another member admin first.",
+            )
+        key_ids = sorted(membership.access_keys.values_list("key_id", flat=True))
+        membership.delete()
+        AuditEvent.objects.create(
+            tenant=tenant,
+            actor=actor,
+            action="RemoveMember",
+            resource_type="member",
+            resource_arn=membership.user.email,
+            before={"email": membership.user.email, "role": membership.role, "accessKeys": key_ids},
+            after=None,
+        )
+
+
+MAX_QUOTA = 2**31 - 1  # what the column holds
+
+
+def set_quota(tenant: Tenant, name: str, limit: int | None, *, actor: str) -> int:
+    """Override one quota for a tenant (None restores the default); returns the new limit."""
+    if name not in DEFAULT_QUOTAS:
+        raise RuleViolation(
+            "name", f"'{name}' is not a quota; one of: {', '.join(DEFAULT_QUOTAS)}."
+        )
+    if limit is not None and not 0 <= limit <= MAX_QUOTA:
+        raise RuleViolation("limit", f"must be a whole number from 0 to {MAX_QUOTA}.")
+    with transaction.atomic():
+        current = QuotaOverride.objects.select_for_update().filter(tenant=tenant, name=name).first()
+        before = current.limit if current else DEFAULT_QUOTAS[name]
+        if limit is None:
+            QuotaOverride.objects.filter(tenant=tenant, name=name).delete()
+            after = DEFAULT_QUOTAS[name]
+        else:
+            QuotaOverride.objects.update_or_create(
+                tenant=tenant, name=name, defaults={"limit": limit}
+            )
+            after = limit
+        AuditEvent.objects.create(
+            tenant=tenant,
+            actor=actor,
+            action="SetQuota",
+            resource_type="quota",
+            resource_arn=name,
+            before={"name": name, "limit": before, "overridden": current is not None},
+            after={"name": name, "limit": after, "overridden": limit is not None},
+        )
+    return after

@@ -123,7 +123,9 @@ def _route(out: Builder, resolved: ResolvedRoute) -> rc.Route:
         )
         apply_timeouts(action, body.get("timeout"))
         retry = retry_policy(body.get("retryPolicy"))
-        if retry is not None:
+        # gRPC NACKs num_retries 0, which Envoy reads as "no retries": leave the policy out
+        # (with no num_retries gRPC would retry once).
+        if retry is not None and (out.plan.proxy.consumer != "grpc" or retry.num_retries.value):
             action.retry_policy.CopyFrom(retry)
         match = http_match(body.get("match"), grpc=resolved.protocol == "grpc")
         return rc.Route(name=resolved.name, match=match, route=action)

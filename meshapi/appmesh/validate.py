@@ -36,6 +36,9 @@ def validate(shape: Shape, value: Any, path: str = "") -> None:
     elif kind == "string":
         if not isinstance(value, str):
             raise BadRequest(f"{where}: expected a string.")
+        if "\x00" in value:
+            # Nothing in App Mesh's model carries one, and PostgreSQL cannot store one.
+            raise BadRequest(f"{where}: must not contain NUL (\\u0000) characters.")
         if shape.enum and value not in shape.enum:
             raise BadRequest(f"{where}: '{value}' is not one of {', '.join(shape.enum)}.")
         _length(shape, len(value), where, "characters")

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "application/x-amz-json-1.0", "application/x-amz-json-1.1")
 WRITE_PREFIXES = ("Create", "Update", "Delete", "Tag", "Untag")
+NAME_FIELDS = tuple(kind.name_field for kind in KINDS)
+# As the model documents it: "Up to 36 letters, numbers, hyphens, and underscores".
+CLIENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,36}")
 
 
 def _respond(status: int, body: dict, request_id: str, error: str = "") -> HttpResponse:
@@ -87,9 +91,12 @@ def _params(request: HttpRequest, op: model.Operation, path_params: dict, body: 
         if ctype and ctype not in JSON_TYPES:
             raise BadRequest(f"Content-Type '{ctype}' is not supported; send application/json.")
         try:
-            payload = json.loads(body)
+            # AWS services read a JSON null as an absent member; so do we, and never store one.
+            payload = _without_nulls(json.loads(body))
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"Request body is not valid JSON: {exc}.") from exc
+        except RecursionError as exc:
+            raise BadRequest("Request body is nested too deeply for an App Mesh request.") from exc
         if not isinstance(payload, dict):
             raise BadRequest("Request body must be a JSON object.")
     for name, member in shape.members.items():
@@ -113,7 +120,34 @@ def _params(request: HttpRequest, op: model.Operation, path_params: dict, body: 
             raise BadRequest(f"{key}: unknown field.")
         params[key] = value
     validate.validate(shape, params)
+    _check_names(params)
+    token = params.get("clientToken")
+    if token is not None and not CLIENT_TOKEN.fullmatch(token):
+        raise BadRequest(
+            "clientToken: use up to 36 letters, numbers, hyphens and underscores (a UUID fits)."
+        )
     return params
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _check_names(params: dict) -> None:
+    """A resource name is a segment of its URL path and ARN, so it must stay one segment."""
+    for field in NAME_FIELDS:
+        value = params.get(field)
+        if value is None:
+            continue
+        if value in ("", ".", "..") or "/" in value:
+            raise BadRequest(
+                f"{field}: '{value}' cannot name a resource; a name is part of the resource's "
+                "path and ARN, so it may not be empty, '.' or '..', or contain '/'."
+            )
 
 
 def _digest(operation: str, params: dict) -> str:

@@ -66,6 +66,20 @@ def scoped(kind: Kind, tenant: Tenant) -> QuerySet:
     return kind.model.objects.filter(tenant=tenant)
 
 
+# Every write in a mesh holds the mesh row's lock until it commits, so writes to one mesh
+# queue one behind another: reference checks cannot be raced by a delete, revision bumps
+# follow each other, and there is no lock cycle to deadlock on. Locks are FOR NO KEY UPDATE,
+# which leaves foreign-key checks (FOR KEY SHARE) by rows that reference a locked row free:
+# a route inserted under a router never waits for a writer that holds that router.
+
+
+def _lock_mesh(tenant: Tenant, mesh_name: str) -> Mesh:
+    mesh = scoped(MESH, tenant).select_for_update(no_key=True).filter(name=mesh_name).first()
+    if mesh is None:
+        raise NotFound(f"Mesh '{mesh_name}' not found.")
+    return mesh
+
+
 def _get(
     tenant: Tenant, kind: Kind, mesh_name: str, name: str, parent_name: str = "", lock=False
 ) -> Model:
@@ -79,7 +93,9 @@ def _get(
                 **{f"{kind.parent_field}__name": parent_name}
             )
     if lock:
-        qs = qs.select_for_update(of=("self",))
+        # A resource and its mesh are locked by one statement (see _lock_mesh).
+        of = ("self",) if kind is MESH else ("self", "mesh")
+        qs = qs.select_for_update(no_key=True, of=of)
     row = qs.first()
     if row is None:
         _raise_not_found(tenant, kind, mesh_name, name, parent_name)
@@ -105,6 +121,12 @@ def _raise_not_found(tenant: Tenant, kind: Kind, mesh_name: str, name: str, pare
 
 def _epoch(value) -> float:
     return round(value.timestamp(), 3)
+
+
+def _last_updated(row: Model) -> float:
+    # auto_now and auto_now_add read the clock apart, a few microseconds from each other;
+    # App Mesh reports a resource never updated (version 1) as last updated when created.
+    return _epoch(row.updated_at if row.version > 1 else row.created_at)
 
 
 def resource_path(kind: Kind, row: Model) -> arns.ResourcePath:
@@ -134,7 +156,7 @@ def render(tenant: Tenant, kind: Kind, row: Model) -> dict[str, Any]:
     data["metadata"] = {
         "arn": arn_of(tenant, kind, row),
         "createdAt": _epoch(row.created_at),
-        "lastUpdatedAt": _epoch(row.updated_at),
+        "lastUpdatedAt": _last_updated(row),
         "meshOwner": tenant.account_id,
         "resourceOwner": tenant.account_id,
         "uid": str(row.uid),
@@ -151,7 +173,7 @@ def render_ref(tenant: Tenant, kind: Kind, row: Model) -> dict[str, Any]:
     ref.update(
         arn=arn_of(tenant, kind, row),
         createdAt=_epoch(row.created_at),
-        lastUpdatedAt=_epoch(row.updated_at),
+        lastUpdatedAt=_last_updated(row),
         meshOwner=tenant.account_id,
         resourceOwner=tenant.account_id,
         version=row.version,
@@ -173,7 +195,7 @@ def _decode_token(token: str | None) -> str | None:
         after = json.loads(base64.urlsafe_b64decode(token.encode()))["after"]
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise BadRequest("nextToken: not a token this API returned.") from exc
-    if not isinstance(after, str):
+    if not isinstance(after, str) or "\x00" in after:
         raise BadRequest("nextToken: not a token this API returned.")
     return after
 
@@ -230,12 +252,13 @@ def _replay(tenant: Tenant, idem: Idempotency | None) -> dict | None:
     if idem is None or not idem.client_token:
         return None
     record = IdempotencyRecord.objects.filter(
-        tenant=tenant,
-        operation=idem.operation,
-        client_token=idem.client_token,
-        created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW,
+        tenant=tenant, operation=idem.operation, client_token=idem.client_token
     ).first()
     if record is None:
+        return None
+    if record.created_at < timezone.now() - IDEMPOTENCY_WINDOW:
+        # Forgotten: the token may be used afresh, so its old record (not yet pruned) goes.
+        IdempotencyRecord.objects.filter(pk=record.pk).delete()
         return None
     if record.request_digest != idem.digest:
         raise Conflict(
@@ -327,20 +350,22 @@ def create(
     spec = _normalise_spec(kind, spec)
     try:
         with transaction.atomic():
+            # Lock first, then look for an earlier answer: a retry racing its original waits
+            # here and replays it instead of failing on the name the original just took.
+            if kind is MESH:
+                Tenant.objects.select_for_update(no_key=True).filter(pk=tenant.pk).first()
+            else:
+                mesh = _lock_mesh(tenant, mesh_name)
             replayed = _replay(tenant, idem)
             if replayed is not None:
                 return replayed
             quotas = quotas_for(tenant)
             _check_tags(tenant, tag_map, quotas)
             if kind is MESH:
-                Tenant.objects.select_for_update().filter(pk=tenant.pk).first()
                 _check_quota(scoped(MESH, tenant), quotas, kind, "this account")
                 row = Mesh(tenant=tenant, name=mesh_name, spec=spec, tags=tag_map)
                 _save_new(row, kind, mesh_name)
             else:
-                mesh = scoped(MESH, tenant).select_for_update().filter(name=mesh_name).first()
-                if mesh is None:
-                    raise NotFound(f"Mesh '{mesh_name}' not found.")
                 fields = {"tenant": tenant, "mesh": mesh, "name": name, "spec": spec}
                 siblings = scoped(kind, tenant).filter(mesh=mesh)
                 where = f"mesh '{mesh_name}'"
@@ -406,23 +431,31 @@ def update(
     idem: Idempotency | None = None,
 ) -> dict:
     spec = _normalise_spec(kind, spec)
-    with transaction.atomic():
+    try:
+        with transaction.atomic():
+            row = _get(tenant, kind, mesh_name, name, parent_name, lock=True)
+            # After the lock: a retry racing its original replays it instead of applying twice.
+            replayed = _replay(tenant, idem)
+            if replayed is not None:
+                return replayed
+            before = render(tenant, kind, row)
+            if kind is not MESH:
+                checks.check_spec(kind, row.mesh, spec, quotas_for(tenant))
+            row.spec = spec
+            row.version = row.version + 1
+            _denormalise(kind, row)
+            row.save()
+            _bump(row if kind is MESH else row.mesh)
+            data = render(tenant, kind, row)
+            _audit(tenant, writer, f"Update{kind.op}", kind, data["metadata"]["arn"], before, data)
+            _remember(tenant, idem, data)
+            return data
+    except IntegrityError:
+        # The same token, used at the same moment on another resource, won the race.
         replayed = _replay(tenant, idem)
         if replayed is not None:
             return replayed
-        row = _get(tenant, kind, mesh_name, name, parent_name, lock=True)
-        before = render(tenant, kind, row)
-        if kind is not MESH:
-            checks.check_spec(kind, row.mesh, spec, quotas_for(tenant))
-        row.spec = spec
-        row.version = row.version + 1
-        _denormalise(kind, row)
-        row.save()
-        _bump(row if kind is MESH else row.mesh)
-        data = render(tenant, kind, row)
-        _audit(tenant, writer, f"Update{kind.op}", kind, data["metadata"]["arn"], before, data)
-        _remember(tenant, idem, data)
-        return data
+        raise
 
 
 def delete(

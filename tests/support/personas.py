@@ -31,7 +31,7 @@ class Persona:
             region_name=REGION,
             aws_access_key_id=self.key_id,
             aws_secret_access_key=self.secret,
-            config=Config(retries={"max_attempts": 1}, **config),
+            config=Config(retries={"total_max_attempts": 1}, **config),
         )
 
     @property

@@ -107,6 +107,8 @@ CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_TASK_ALWAYS_EAGER = not REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
+# Test runs sharing one Redis each use their own queue, so none takes another's tasks.
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("MESHPLANE_TASK_QUEUE", "celery")
 
 LOGGING = {
     "version": 1,

@@ -5,6 +5,20 @@ import pytest
 from tests.support.live import LiveServer
 from tests.support.personas import make_personas
 
+# Every write enqueues a compile. Give this run's processes (this one, live servers, workers)
+# a queue of their own on the shared Redis, so runs side by side never take each other's
+# tasks. Django's settings are loaded already here: tell the Celery app directly too.
+os.environ.setdefault("MESHPLANE_TASK_QUEUE", f"meshplane-test-{os.getpid()}")
+
+
+def _use_run_queue() -> None:
+    from workers.celery import app
+
+    app.conf.task_default_queue = os.environ["MESHPLANE_TASK_QUEUE"]
+
+
+_use_run_queue()
+
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings():
@@ -53,6 +67,19 @@ def bob(personas):
 @pytest.fixture
 def charlie(personas):
     return personas.charlie
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_run_queue():
+    """Tasks left in this run's queue have no one to run them once the run ends."""
+    yield
+    url = os.environ.get("REDIS_URL")
+    if url:
+        import redis
+
+        queue = os.environ["MESHPLANE_TASK_QUEUE"]
+        with redis.Redis.from_url(url) as client:
+            client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
 
 
 def pytest_report_header(config):

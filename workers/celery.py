@@ -22,8 +22,16 @@ app.conf.beat_schedule = {
         "task": "maintenance.prune_idempotency_records",
         "schedule": crontab(minute=17),
     },
+    # The pipeline's safety net: compile meshes whose compiled revision lags (it also runs
+    # when a worker starts), and drop stored xDS resources no kept version uses.
+    "reconcile-meshes": {"task": "compile.reconcile_meshes", "schedule": 60.0},
+    "prune-config-resources": {
+        "task": "compile.prune_config_resources",
+        "schedule": crontab(minute=43),
+    },
 }
-app.autodiscover_tasks(["workers.tasks"], related_name="maintenance")
+for _module in ("maintenance", "compile", "reconcile"):
+    app.autodiscover_tasks(["workers.tasks"], related_name=_module)
 
 log = logging.getLogger("workers")
 

@@ -1,13 +1,27 @@
+from meshapi.models.endpoints import Endpoint
 from meshapi.models.gateways import GatewayRoute, VirtualGateway
 from meshapi.models.idempotency import IdempotencyRecord
 from meshapi.models.meshes import Mesh
 from meshapi.models.nodes import VirtualNode, VirtualService
+from meshapi.models.proxies import (
+    CompileState,
+    ConfigResource,
+    ProxyConfig,
+    ProxyKind,
+    ProxyVersion,
+)
 from meshapi.models.routing import Route, VirtualRouter
 
 __all__ = [
+    "CompileState",
+    "ConfigResource",
+    "Endpoint",
     "GatewayRoute",
     "IdempotencyRecord",
     "Mesh",
+    "ProxyConfig",
+    "ProxyKind",
+    "ProxyVersion",
     "Route",
     "VirtualGateway",
     "VirtualNode",

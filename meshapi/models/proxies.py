@@ -1,0 +1,109 @@
+"""What the compiler stored: per proxy variant, its current configuration and a bounded
+history of earlier versions; the resources themselves once per mesh, by content hash.
+
+- `ProxyConfig`: one per (mesh, proxy kind + name, consumer, interception). Exists for
+  the default variant of every node and gateway once compiled, and for any other variant
+  an agent or a user asked for (it is then kept compiled too).
+- `ProxyVersion`: one per version a proxy had (the newest is `ProxyConfig.current`): the
+  manifest {type_url: {name: hash}}, per-type versions, warnings, metadata.
+- `ConfigResource`: one serialized xDS message per (mesh, type, content hash), shared by
+  every proxy and version that uses it, so a cluster used by 500 proxies is stored once.
+- `CompileState`: per mesh, the inputs the stored configuration was compiled from
+  (a content hash per resource), so the next compile recompiles only what a change
+  reaches. Its row lock serializes compiles of one mesh.
+"""
+
+from django.db import models
+
+from meshapi.models.meshes import Mesh
+
+HISTORY_LIMIT = 20  # versions kept per proxy variant, for diffs and rollback
+
+
+class ProxyKind(models.TextChoices):
+    VIRTUAL_NODE = "virtualNode"
+    VIRTUAL_GATEWAY = "virtualGateway"
+
+
+class ProxyConfig(models.Model):
+    tenant = models.ForeignKey("tenants.Tenant", on_delete=models.CASCADE, related_name="+")
+    mesh = models.ForeignKey(Mesh, on_delete=models.CASCADE, related_name="proxy_configs")
+    kind = models.CharField(max_length=16, choices=ProxyKind.choices)
+    name = models.CharField(max_length=255)
+    consumer = models.CharField(max_length=16, default="envoy")
+    interception = models.CharField(max_length=16, default="redirect")
+    # None until the first compile of a variant that was asked for.
+    current = models.ForeignKey(
+        "meshapi.ProxyVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The mesh revision `current` was compiled at; a store never lowers it.
+    revision = models.BigIntegerField(default=0)
+    # What the configuration was computed from: [[kind, name], ...] (workers.compiler.requires),
+    # so the next compile can tell which proxies a change reaches, edges removed included.
+    requires = models.JSONField(default=list)
+    requested_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mesh", "kind", "name", "consumer", "interception"],
+                name="uniq_proxy_config",
+            )
+        ]
+        ordering = ["kind", "name", "consumer", "interception"]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name} ({self.consumer}, {self.interception})"
+
+
+class ProxyVersion(models.Model):
+    proxy = models.ForeignKey(ProxyConfig, on_delete=models.CASCADE, related_name="history")
+    version = models.CharField(max_length=64)
+    revision = models.BigIntegerField()
+    compiled_at = models.DateTimeField()
+    type_versions = models.JSONField(default=dict)  # {type_url: version}
+    resources = models.JSONField(default=dict)  # {type_url: {name: hash}}
+    warnings = models.JSONField(default=list)
+    metadata = models.JSONField(default=dict)
+
+    class Meta:
+        indexes = [models.Index(fields=["proxy", "-id"]), models.Index(fields=["proxy", "version"])]
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.version
+
+
+class ConfigResource(models.Model):
+    mesh = models.ForeignKey(Mesh, on_delete=models.CASCADE, related_name="+")
+    type_url = models.CharField(max_length=128)
+    digest = models.CharField(max_length=64)  # sha256 of `body`
+    body = models.BinaryField()  # the message, serialized deterministically
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mesh", "type_url", "digest"], name="uniq_config_resource"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type_url.rsplit('.', 1)[-1]} {self.digest[:12]}"
+
+
+class CompileState(models.Model):
+    mesh = models.OneToOneField(
+        Mesh, on_delete=models.CASCADE, primary_key=True, related_name="compile_state"
+    )
+    revision = models.BigIntegerField(default=0)
+    # {"<kind> <name>": content hash} of every input the stored configuration reflects;
+    # None until the first compile (which is then a full one).
+    inputs = models.JSONField(null=True, blank=True)
+    compiled_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.FloatField(default=0)
+    proxies_compiled = models.IntegerField(default=0)
+    proxies_changed = models.IntegerField(default=0)
+    full = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"mesh {self.mesh_id} at revision {self.revision}"

@@ -1,0 +1,452 @@
+"""Stored proxy configuration: written by the compile pipeline, read by the native API.
+
+Writing (workers/pipeline.py, under the mesh's compile lock): `store` keeps only versions
+that changed, serializes each new resource once (content-addressed per mesh, shared by
+every proxy and version using it), appends history (bounded to HISTORY_LIMIT versions
+per proxy), and `record_compiled` moves the mesh's compiled revision forward only.
+
+Reading (meshapi/api/proxies.py): a proxy's configuration as Envoy JSON, its history, a
+unified diff between two stored versions, and variants compiled on demand.
+"""
+
+import difflib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
+from google.protobuf import json_format
+
+from meshapi.models import (
+    CompileState,
+    ConfigResource,
+    Mesh,
+    ProxyConfig,
+    ProxyKind,
+    ProxyVersion,
+    VirtualGateway,
+    VirtualNode,
+)
+from meshapi.models.proxies import HISTORY_LIMIT
+from tenants.models import Tenant
+from workers.compiler import xds
+from workers.compiler.context import CONSUMERS, INTERCEPTIONS
+
+if TYPE_CHECKING:
+    from workers.compiler import Snapshot
+    from workers.loader import LoadedMesh
+    from workers.pipeline import CompileResult, Key
+
+# How the API names resource types, in the order an xDS server sends them.
+TYPE_NAMES = {
+    xds.CLUSTER: "clusters",
+    xds.ENDPOINT: "endpoints",
+    xds.LISTENER: "listeners",
+    xds.ROUTE: "routes",
+    xds.SECRET: "secrets",
+}
+KIND_LABELS = {ProxyKind.VIRTUAL_NODE: "Virtual node", ProxyKind.VIRTUAL_GATEWAY: "Virtual gateway"}
+
+
+class ProxyNotFound(LookupError):
+    """An unknown mesh, proxy or stored version; the message says which."""
+
+
+class BadVariant(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ---------------------------------------------------------------- writing (pipeline)
+
+
+def lock_compile_state(mesh_id: int) -> CompileState | None:
+    """The mesh's compile state, locked until the transaction ends; None if the mesh is gone."""
+    state = CompileState.objects.select_for_update().filter(mesh_id=mesh_id).first()
+    if state is not None:
+        return state
+    if not Mesh.objects.filter(pk=mesh_id).exists():
+        return None
+    try:
+        with transaction.atomic():
+            CompileState.objects.create(mesh_id=mesh_id)
+    except IntegrityError:  # created by a concurrent compile, or the mesh was just deleted
+        pass
+    return CompileState.objects.select_for_update().filter(mesh_id=mesh_id).first()
+
+
+def has_uncompiled_variants(mesh_id: int) -> bool:
+    return ProxyConfig.objects.filter(mesh_id=mesh_id, current__isnull=True).exists()
+
+
+def stored_configs(mesh_id: int) -> dict["Key", ProxyConfig]:
+    rows = (
+        ProxyConfig.objects.filter(mesh_id=mesh_id)
+        .select_related("current")
+        .defer("current__resources", "current__type_versions")
+    )
+    return {(r.kind, r.name, r.consumer, r.interception): r for r in rows}
+
+
+def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:
+    kind, name, consumer, interception = key
+    return {
+        "tenant": loaded.account_id,
+        "mesh": loaded.name,
+        "meshUid": loaded.uid,
+        "proxy": f"mesh/{loaded.name}/{kind}/{name}",
+        "consumer": consumer,
+        "interception": interception,
+        "version": version,
+        "revision": loaded.revision,
+    }
+
+
+def _requires_list(deps: Iterable[tuple[str, str]]) -> list[list[str]]:
+    return [list(d) for d in sorted(deps)]
+
+
+def store(
+    loaded: "LoadedMesh",
+    snapshots: Mapping["Key", tuple["Snapshot", frozenset]],
+    configs: dict["Key", ProxyConfig],
+    gone: Iterable["Key"],
+    now: datetime,
+) -> tuple[list["Key"], list[dict]]:
+    """Store the snapshots whose version changed; drop the variants of proxies that no
+    longer exist. Returns the changed keys and the messages to publish after commit."""
+    changed: list[Key] = []
+    messages: list[dict] = []
+    touched_rows: list[ProxyConfig] = []
+    touched_versions: list[ProxyVersion] = []
+    new_rows: list[ProxyConfig] = []
+    for key, (snapshot, deps) in snapshots.items():
+        row = configs.get(key)
+        dep_list = _requires_list(deps)
+        if row is None:
+            kind, name, consumer, interception = key
+            row = ProxyConfig(
+                tenant_id=loaded.tenant_id,
+                mesh_id=loaded.mesh_id,
+                kind=kind,
+                name=name,
+                consumer=consumer,
+                interception=interception,
+                requires=dep_list,
+            )
+            configs[key] = row
+            new_rows.append(row)
+        elif row.revision > loaded.revision:
+            continue  # a newer compile stored this proxy already: never go back
+        current = row.current if row.current_id else None
+        if current is not None and current.version == snapshot.version:
+            # Same configuration; warnings and metadata do not change the version.
+            warnings, metadata = list(snapshot.warnings), dict(snapshot.metadata)
+            if current.warnings != warnings or current.metadata != metadata:
+                current.warnings, current.metadata = warnings, metadata
+                touched_versions.append(current)
+            if row.requires != dep_list:
+                row.requires = dep_list
+                touched_rows.append(row)
+            continue
+        row.requires = dep_list
+        changed.append(key)
+    if new_rows:
+        ProxyConfig.objects.bulk_create(new_rows)
+    _store_resources(loaded.mesh_id, (snapshots[k][0] for k in changed))
+    versions = [
+        ProxyVersion(
+            proxy=configs[key],
+            version=snapshots[key][0].version,
+            revision=loaded.revision,
+            compiled_at=now,
+            type_versions=dict(snapshots[key][0].type_versions),
+            resources={t: dict(h) for t, h in snapshots[key][0].hashes.items() if h},
+            warnings=list(snapshots[key][0].warnings),
+            metadata=dict(snapshots[key][0].metadata),
+        )
+        for key in changed
+    ]
+    ProxyVersion.objects.bulk_create(versions)
+    for key, version in zip(changed, versions, strict=True):
+        row = configs[key]
+        row.current, row.revision = version, loaded.revision
+        touched_rows.append(row)
+        messages.append(_message(loaded, key, version.version))
+    if touched_rows:
+        ProxyConfig.objects.bulk_update(touched_rows, ["current", "revision", "requires"])
+    if touched_versions:
+        ProxyVersion.objects.bulk_update(touched_versions, ["warnings", "metadata"])
+    if changed:
+        _trim_history([configs[k].pk for k in changed])
+    gone = [k for k in gone if configs.get(k) is not None and configs[k].pk]
+    if gone:
+        ProxyConfig.objects.filter(pk__in=[configs[k].pk for k in gone]).delete()
+        messages.extend(_message(loaded, key, None) for key in gone)
+    return changed, messages
+
+
+def _store_resources(mesh_id: int, snapshots: Iterable["Snapshot"]) -> None:
+    """Serialize and insert each resource not stored yet, once, however many use it."""
+    wanted: dict[tuple[str, str], Any] = {}
+    for snapshot in snapshots:
+        for type_url, hashes in snapshot.hashes.items():
+            bucket = snapshot.resources[type_url]
+            for name, digest in hashes.items():
+                wanted.setdefault((type_url, digest), bucket[name])
+    if not wanted:
+        return
+    have = set(
+        ConfigResource.objects.filter(
+            mesh_id=mesh_id, digest__in={d for _, d in wanted}
+        ).values_list("type_url", "digest")
+    )
+    rows = [
+        ConfigResource(
+            mesh_id=mesh_id,
+            type_url=type_url,
+            digest=digest,
+            body=message.SerializeToString(deterministic=True),
+        )
+        for (type_url, digest), message in wanted.items()
+        if (type_url, digest) not in have
+    ]
+    ConfigResource.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
+
+
+def _trim_history(proxy_ids: list[int]) -> None:
+    ranked = (
+        ProxyVersion.objects.filter(proxy_id__in=proxy_ids)
+        .annotate(rank=Window(RowNumber(), partition_by=[F("proxy_id")], order_by=F("id").desc()))
+        .filter(rank__gt=HISTORY_LIMIT)
+        .values_list("id", flat=True)
+    )
+    old = list(ranked)
+    if old:
+        ProxyVersion.objects.filter(pk__in=old).delete()
+
+
+def record_compiled(state: CompileState, loaded: "LoadedMesh", result: "CompileResult") -> None:
+    """Remember the inputs now compiled and move the mesh's compiled revision forward —
+    never back, should an older compile somehow finish last."""
+    Mesh.objects.filter(pk=loaded.mesh_id, compiled_revision__lt=loaded.revision).update(
+        compiled_revision=loaded.revision
+    )
+    if state.revision > loaded.revision:
+        return
+    state.revision = loaded.revision
+    state.inputs = loaded.fingerprint
+    state.compiled_at = timezone.now()
+    state.duration_ms = round(result.seconds * 1000, 2)
+    state.proxies_compiled = len(result.compiled)
+    state.proxies_changed = len(result.changed)
+    state.full = result.full
+    state.save()
+
+
+def prune_resources(mesh_id: int) -> int:
+    """Delete stored resources no kept version refers to. Takes the mesh's compile lock,
+    so a compile cannot reuse a resource while it is being deleted."""
+    with transaction.atomic():
+        if lock_compile_state(mesh_id) is None:
+            return 0
+        used: set[tuple[str, str]] = set()
+        manifests = ProxyVersion.objects.filter(proxy__mesh_id=mesh_id).values_list(
+            "resources", flat=True
+        )
+        for manifest in manifests.iterator(chunk_size=500):
+            for type_url, hashes in manifest.items():
+                used.update((type_url, d) for d in hashes.values())
+        stale = [
+            pk
+            for pk, type_url, digest in ConfigResource.objects.filter(mesh_id=mesh_id).values_list(
+                "pk", "type_url", "digest"
+            )
+            if (type_url, digest) not in used
+        ]
+        ConfigResource.objects.filter(pk__in=stale).delete()
+        return len(stale)
+
+
+# ---------------------------------------------------------------- reading (API)
+
+
+def check_variant(kind: str, consumer: str, interception: str) -> None:
+    if consumer not in CONSUMERS:
+        raise BadVariant("consumer", f"consumer must be one of {', '.join(CONSUMERS)}.")
+    if interception not in INTERCEPTIONS:
+        raise BadVariant("mode", f"mode must be one of {', '.join(INTERCEPTIONS)}.")
+    if kind == ProxyKind.VIRTUAL_GATEWAY and consumer != "envoy":
+        raise BadVariant("consumer", "a virtual gateway's proxy is always Envoy (consumer=envoy).")
+
+
+@dataclass(frozen=True)
+class ProxyRef:
+    mesh: Mesh
+    kind: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+def find_proxy(tenant: Tenant, mesh_name: str, kind: str, name: str) -> ProxyRef:
+    """The mesh and proxy named in a URL, or ProxyNotFound saying which part is unknown."""
+    model = VirtualNode if kind == ProxyKind.VIRTUAL_NODE else VirtualGateway
+    mesh = Mesh.objects.filter(tenant=tenant, name=mesh_name).only("id", "name", "tenant").first()
+    if mesh is None:
+        raise ProxyNotFound(f"Mesh '{mesh_name}' not found.")
+    if not model.objects.filter(mesh=mesh, name=name).exists():
+        raise ProxyNotFound(f"{KIND_LABELS[kind]} '{name}' not found in mesh '{mesh_name}'.")
+    return ProxyRef(mesh, kind, name)
+
+
+def proxies_of(mesh: Mesh) -> list[tuple[str, str]]:
+    """(kind, name) of every virtual node and gateway of the mesh, sorted."""
+    nodes = VirtualNode.objects.filter(mesh=mesh).values_list("name", flat=True)
+    gateways = VirtualGateway.objects.filter(mesh=mesh).values_list("name", flat=True)
+    return sorted(
+        [(ProxyKind.VIRTUAL_NODE.value, n) for n in nodes]
+        + [(ProxyKind.VIRTUAL_GATEWAY.value, g) for g in gateways]
+    )
+
+
+def current_configs(
+    mesh: Mesh, proxies: list[tuple[str, str]], consumer: str, interception: str
+) -> dict[tuple[str, str], ProxyConfig]:
+    """The stored variant of each proxy (a gateway's consumer is always envoy)."""
+    rows = (
+        ProxyConfig.objects.filter(mesh=mesh, interception=interception)
+        .filter(
+            Q(kind=ProxyKind.VIRTUAL_NODE, consumer=consumer)
+            | Q(kind=ProxyKind.VIRTUAL_GATEWAY, consumer="envoy")
+        )
+        .filter(name__in={name for _, name in proxies})
+        .select_related("current")
+        .defer("current__resources", "current__type_versions", "current__metadata")
+    )
+    wanted = set(proxies)
+    return {(r.kind, r.name): r for r in rows if (r.kind, r.name) in wanted}
+
+
+def variants_of(ref: ProxyRef) -> list[ProxyConfig]:
+    return list(
+        ProxyConfig.objects.filter(mesh=ref.mesh, kind=ref.kind, name=ref.name)
+        .select_related("current")
+        .defer("current__resources", "current__type_versions", "current__metadata")
+    )
+
+
+def variant(ref: ProxyRef, consumer: str, interception: str) -> ProxyConfig | None:
+    return (
+        ProxyConfig.objects.filter(mesh=ref.mesh, kind=ref.kind, name=ref.name)
+        .filter(consumer=consumer, interception=interception)
+        .select_related("current")
+        .first()
+    )
+
+
+def request_variant(ref: ProxyRef, consumer: str, interception: str) -> bool:
+    """Ask for a variant to be kept compiled from now on (the next compile of the mesh
+    stores it). True if this is the first time it is asked for."""
+    try:
+        with transaction.atomic():
+            _, created = ProxyConfig.objects.get_or_create(
+                mesh=ref.mesh,
+                kind=ref.kind,
+                name=ref.name,
+                consumer=consumer,
+                interception=interception,
+                defaults={"tenant_id": ref.mesh.tenant_id},
+            )
+    except IntegrityError:  # asked for at the same moment by someone else
+        return False
+    return created
+
+
+def stored_version(config: ProxyConfig, version: str) -> ProxyVersion:
+    if config.current is not None and config.current.version == version:
+        return config.current
+    found = config.history.filter(version=version).order_by("-id").first()
+    if found is None:
+        raise ProxyNotFound(
+            f"Version '{version}' of {config.kind}/{config.name} ({config.consumer}, "
+            f"{config.interception}) is not stored; the last {HISTORY_LIMIT} versions are "
+            "kept (see its history)."
+        )
+    return found
+
+
+def _messages(mesh_id: int, manifests: Iterable[Mapping]) -> dict[tuple[str, str], Any]:
+    wanted = {(t, d) for m in manifests for t, hashes in m.items() for d in hashes.values()}
+    rows = ConfigResource.objects.filter(
+        mesh_id=mesh_id, digest__in={d for _, d in wanted}
+    ).values_list("type_url", "digest", "body")
+    out = {}
+    for type_url, digest, body in rows:
+        if (type_url, digest) in wanted and type_url in xds.MESSAGE_TYPES:
+            message = xds.MESSAGE_TYPES[type_url]()
+            message.ParseFromString(bytes(body))
+            out[(type_url, digest)] = message
+    return out
+
+
+def envoy_json(message) -> dict:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def resources_json(mesh_id: int, version: ProxyVersion) -> dict[str, list[dict]]:
+    """{listeners|routes|clusters|endpoints|secrets: [Envoy JSON, sorted by name]}."""
+    messages = _messages(mesh_id, [version.resources])
+    return _render(version.resources, messages)
+
+
+def _render(manifest: Mapping, messages: Mapping) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {label: [] for label in TYPE_NAMES.values()}
+    for type_url, label in TYPE_NAMES.items():
+        for name in sorted(manifest.get(type_url, {})):
+            message = messages.get((type_url, manifest[type_url][name]))
+            if message is not None:
+                out[label].append(envoy_json(message))
+    return out
+
+
+def snapshot_json(snapshot: "Snapshot") -> dict[str, list[dict]]:
+    """The same shape as `resources_json`, for a snapshot compiled on demand."""
+    return {
+        label: [envoy_json(m) for _, m in sorted(snapshot.of(type_url).items())]
+        for type_url, label in TYPE_NAMES.items()
+    }
+
+
+def _text(manifest: Mapping, messages: Mapping) -> list[str]:
+    lines: list[str] = []
+    for type_url, label in TYPE_NAMES.items():
+        for name in sorted(manifest.get(type_url, {})):
+            message = messages.get((type_url, manifest[type_url][name]))
+            body = json.dumps(envoy_json(message) if message else None, indent=2, sort_keys=True)
+            lines.append(f"## {label[:-1]} {name}\n")
+            lines.extend(line + "\n" for line in body.splitlines())
+    return lines
+
+
+def unified_diff(config: ProxyConfig, older: ProxyVersion, newer: ProxyVersion) -> str:
+    """A unified diff of the Envoy JSON of two stored versions, resource by resource."""
+    messages = _messages(config.mesh_id, [older.resources, newer.resources])
+    label = f"mesh/{config.mesh.name}/{config.kind}/{config.name}"
+    return "".join(
+        difflib.unified_diff(
+            _text(older.resources, messages),
+            _text(newer.resources, messages),
+            fromfile=f"{label}@{older.version}",
+            tofile=f"{label}@{newer.version}",
+        )
+    )

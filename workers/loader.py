@@ -1,0 +1,156 @@
+"""ORM → compiler inputs: the only place the compiler's inputs touch the database.
+
+`load(mesh_id)` reads one mesh in a fixed number of queries whatever its size (one per
+table, values only, no model instances) and returns the `MeshContext` with a fingerprint:
+a content hash per input (`"<kind> <name>"` → hash) in the compiler's dependency names
+(workers/compiler/deps.py), so two loads can be diffed into the set of changes that
+`dependents` takes.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from workers.compiler import Endpoint, MeshContext
+
+# When one address is known from several sources, the first of these wins: what an
+# operator typed beats what a proxy announced beats what discovery found.
+SOURCE_PRECEDENCE = ("static", "registered", "cloudmap", "ecs", "ec2")
+
+
+@dataclass(frozen=True)
+class LoadedMesh:
+    mesh_id: int
+    tenant_id: int
+    account_id: str
+    name: str
+    uid: str
+    revision: int  # read before the resources: the content is at least this revision
+    ctx: MeshContext
+    fingerprint: dict[str, str]
+
+
+def _digest(value: Any) -> str:
+    data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.blake2b(data.encode(), digest_size=16).hexdigest()
+
+
+def fingerprint(
+    mesh_name: str,
+    mesh_spec: Mapping | None = None,
+    *,
+    virtual_nodes: Mapping[str, Mapping] | None = None,
+    virtual_services: Mapping[str, Mapping] | None = None,
+    virtual_routers: Mapping[str, Mapping] | None = None,
+    routes: Mapping[str, Mapping[str, Mapping]] | None = None,
+    virtual_gateways: Mapping[str, Mapping] | None = None,
+    gateway_routes: Mapping[str, Mapping[str, Mapping]] | None = None,
+    endpoints: Mapping[tuple[str, int], Iterable[Endpoint | Mapping]] | None = None,
+    trust_bundle: str = "",
+) -> dict[str, str]:
+    """A content hash per compiler input, keyed `"<kind> <name>"` with the kinds and names
+    of `workers.compiler.dependents` (routes `<router>/<route>`, endpoints per node).
+    Takes the same arguments as `MeshContext.from_specs`."""
+    out = {f"mesh {mesh_name}": _digest([mesh_spec or {}, trust_bundle])}
+    for kind, items in (
+        ("virtualNode", virtual_nodes),
+        ("virtualService", virtual_services),
+        ("virtualRouter", virtual_routers),
+        ("virtualGateway", virtual_gateways),
+    ):
+        for name, spec in (items or {}).items():
+            out[f"{kind} {name}"] = _digest(spec)
+    for kind, parents in (("route", routes), ("gatewayRoute", gateway_routes)):
+        for parent, children in (parents or {}).items():
+            for name, spec in children.items():
+                out[f"{kind} {parent}/{name}"] = _digest(spec)
+    per_node: dict[str, list] = {}
+    for (node, port), items in (endpoints or {}).items():
+        for e in items:
+            e = e if isinstance(e, Endpoint) else Endpoint(**e)
+            per_node.setdefault(node, []).append([int(port), e.address, e.port, e.source, e.health])
+    for node, rows in per_node.items():
+        out[f"endpoints {node}"] = _digest(sorted(rows))
+    return out
+
+
+def changes(previous: Mapping[str, str], current: Mapping[str, str]) -> set[tuple[str, str]]:
+    """The (kind, name) inputs added, removed or changed between two fingerprints."""
+    keys = {k for k in previous.keys() | current.keys() if previous.get(k) != current.get(k)}
+    return {tuple(k.split(" ", 1)) for k in keys}  # type: ignore[misc]
+
+
+def load(mesh_id: int) -> LoadedMesh | None:
+    """The mesh as the compiler sees it, or None if it no longer exists (9 queries)."""
+    from meshapi.models import (
+        Endpoint as EndpointRow,
+    )
+    from meshapi.models import (
+        GatewayRoute,
+        Mesh,
+        Route,
+        VirtualGateway,
+        VirtualNode,
+        VirtualRouter,
+        VirtualService,
+    )
+
+    # The revision first: what is read after it is at least that revision, so recording
+    # it as compiled never claims a write the compile did not see.
+    mesh = (
+        Mesh.objects.filter(pk=mesh_id)
+        .values("name", "uid", "spec", "revision", "tenant_id", "tenant__account_id")
+        .first()
+    )
+    if mesh is None:
+        return None
+
+    def specs(model) -> dict[str, Any]:
+        return dict(model.objects.filter(mesh_id=mesh_id).values_list("name", "spec"))
+
+    def children(model, parent: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        rows = model.objects.filter(mesh_id=mesh_id).values_list(f"{parent}__name", "name", "spec")
+        for parent_name, name, spec in rows:
+            out.setdefault(parent_name, {})[name] = spec
+        return out
+
+    inputs: dict[str, Any] = {
+        "virtual_nodes": specs(VirtualNode),
+        "virtual_services": specs(VirtualService),
+        "virtual_routers": specs(VirtualRouter),
+        "routes": children(Route, "virtual_router"),
+        "virtual_gateways": specs(VirtualGateway),
+        "gateway_routes": children(GatewayRoute, "virtual_gateway"),
+        "endpoints": _endpoints(
+            EndpointRow.objects.filter(mesh_id=mesh_id).values_list(
+                "virtual_node__name", "port", "address", "source", "health"
+            )
+        ),
+    }
+    ctx = MeshContext.from_specs(mesh["name"], mesh["spec"], **inputs)
+    return LoadedMesh(
+        mesh_id=mesh_id,
+        tenant_id=mesh["tenant_id"],
+        account_id=mesh["tenant__account_id"],
+        name=mesh["name"],
+        uid=str(mesh["uid"]),
+        revision=mesh["revision"],
+        ctx=ctx,
+        fingerprint=fingerprint(mesh["name"], mesh["spec"], **inputs),
+    )
+
+
+def _endpoints(rows: Iterable[tuple]) -> dict[tuple[str, int], list[Endpoint]]:
+    rank = {source: i for i, source in enumerate(SOURCE_PRECEDENCE)}
+    best: dict[tuple[str, int, str], tuple] = {}
+    for node, port, address, source, health in rows:
+        key = (node, port, address)
+        if key not in best or rank.get(source, 99) < rank.get(best[key][3], 99):
+            best[key] = (node, port, address, source, health)
+    out: dict[tuple[str, int], list[Endpoint]] = {}
+    for node, port, address, source, health in best.values():
+        out.setdefault((node, port), []).append(Endpoint(address, port, source, health))
+    return out

@@ -1,0 +1,187 @@
+"""compile_mesh's work, apart from Celery: lock → load → choose → compile → store → publish.
+
+- **Lock**: the mesh's `CompileState` row, held for the whole compile, so compiles of one
+  mesh follow each other (writers lock the `Mesh` row, never this one, so a long compile
+  does not slow the API). A compile that got the lock after another finished the same
+  revision has nothing left to do.
+- **Choose** (`select_targets`): the first compile of a mesh, or a change to the mesh
+  itself, compiles every proxy variant. Otherwise the stored input hashes are diffed with
+  the loaded ones into changes, and a variant is compiled when `dependents` (the graph
+  now) or its stored `requires` (the graph then, catching removed edges) meets a change,
+  or when it has never been compiled. The inputs diffed against are exactly those the
+  stored configuration was compiled from, so a change is never missed, whatever the
+  revisions in between (tests/workers/test_pipeline_incremental.py checks incremental =
+  full on random meshes and change sequences).
+- **Variants**: (envoy, redirect) for every node and gateway, plus every (consumer,
+  interception) that was asked for and whose proxy still exists.
+- **Store** only versions that changed (meshapi.services.proxies.store), record the
+  revision with compare-and-set, and publish (tenant, proxy, version) after commit.
+"""
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from django.db import transaction
+from django.utils import timezone
+
+from workers import loader, publish
+from workers.compiler import (
+    InconsistentSnapshot,
+    MeshContext,
+    ProxyRequest,
+    Snapshot,
+    compile_proxy,
+    dependents,
+    proxies_of,
+    requires,
+)
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str, str, str]  # (kind, name, consumer, interception)
+DEFAULT_VARIANT = ("envoy", "redirect")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the pipeline needs to know of a stored proxy variant."""
+
+    requires: frozenset[tuple[str, str]]
+    compiled: bool  # has a current version
+
+
+@dataclass
+class CompileResult:
+    mesh_id: int
+    revision: int = 0
+    skipped: str = ""  # why nothing was compiled: "gone", "up to date", "newer compile"
+    full: bool = False
+    compiled: list[Key] = field(default_factory=list)
+    changed: list[Key] = field(default_factory=list)
+    removed: list[Key] = field(default_factory=list)
+    failed: list[Key] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> dict:
+        return {
+            "mesh": self.mesh_id,
+            "revision": self.revision,
+            "skipped": self.skipped,
+            "full": self.full,
+            "compiled": len(self.compiled),
+            "changed": len(self.changed),
+            "removed": len(self.removed),
+            "failed": len(self.failed),
+            "ms": round(self.seconds * 1000, 1),
+        }
+
+
+def _parents(changed: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """A route or gateway route change is also a change of its parent (as deps.py says)."""
+    out = set(changed)
+    for kind, name in changed:
+        if kind == "route":
+            out.add(("virtualRouter", name.split("/", 1)[0]))
+        elif kind == "gatewayRoute":
+            out.add(("virtualGateway", name.split("/", 1)[0]))
+    return out
+
+
+def wanted_variants(ctx: MeshContext, stored: Iterable[Key]) -> set[Key]:
+    present = {(p.kind, p.name) for p in proxies_of(ctx)}
+    out = {(kind, name, *DEFAULT_VARIANT) for kind, name in present}
+    out.update(key for key in stored if key[:2] in present)
+    return out
+
+
+def select_targets(
+    ctx: MeshContext,
+    inputs: Mapping[str, str],
+    previous_inputs: Mapping[str, str] | None,
+    stored: Mapping[Key, Stored],
+) -> tuple[set[Key], bool]:
+    """The variants to compile, and whether that is a full compile."""
+    wanted = wanted_variants(ctx, stored)
+    if previous_inputs is None:
+        return wanted, True
+    changed = loader.changes(previous_inputs, inputs)
+    if any(kind == "mesh" for kind, _ in changed):
+        return wanted, True
+    touched = dependents(ctx, changed) if changed else set()
+    if changed:
+        widened = _parents(changed)
+        touched.update(key[:2] for key, info in stored.items() if info.requires & widened)
+    targets = {
+        key for key in wanted if key[:2] in touched or key not in stored or not stored[key].compiled
+    }
+    return targets, False
+
+
+def compile_variants(
+    ctx: MeshContext, keys: Iterable[Key]
+) -> tuple[dict[Key, tuple[Snapshot, frozenset]], list[Key]]:
+    """Compile each variant against one context (so shared resources are built once).
+    A snapshot failing its consistency check is a compiler bug: it is logged and the
+    proxy keeps its last good configuration."""
+    out: dict[Key, tuple[Snapshot, frozenset]] = {}
+    failed: list[Key] = []
+    for key in sorted(keys):
+        kind, name, consumer, interception = key
+        try:
+            snapshot = compile_proxy(ctx, ProxyRequest(kind, name, consumer, interception)).check()
+        except (InconsistentSnapshot, ValueError):
+            log.exception(
+                "mesh %s: compiling %s failed; its last configuration stays", ctx.mesh_name, key
+            )
+            failed.append(key)
+            continue
+        out[key] = (snapshot, requires(ctx, (kind, name)))
+    return out, failed
+
+
+def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
+    """Compile what changed in a mesh since its last compile, store it, publish it."""
+    from meshapi.models import Mesh
+    from meshapi.services import proxies as store
+
+    started = time.perf_counter()
+    result = CompileResult(mesh_id)
+    messages: list[dict] = []
+    with transaction.atomic():
+        state = store.lock_compile_state(mesh_id)
+        if state is None:
+            result.skipped = "gone"
+            return result
+        head = Mesh.objects.filter(pk=mesh_id).values_list("revision", flat=True).first()
+        pending = store.has_uncompiled_variants(mesh_id)
+        if not full and head is not None and state.revision >= head and not pending:
+            result.revision, result.skipped = state.revision, "up to date"
+            return result
+        loaded = loader.load(mesh_id)
+        if loaded is None:
+            result.skipped = "gone"
+            return result
+        result.revision = loaded.revision
+        configs = store.stored_configs(mesh_id)
+        stored = {
+            key: Stored(frozenset(tuple(d) for d in row.requires), row.current_id is not None)
+            for key, row in configs.items()
+        }
+        targets, result.full = select_targets(
+            loaded.ctx, loaded.fingerprint, None if full else state.inputs, stored
+        )
+        result.full = result.full or full
+        snapshots, result.failed = compile_variants(loaded.ctx, targets)
+        result.compiled = sorted(snapshots)
+        wanted = wanted_variants(loaded.ctx, configs)
+        gone = [key for key in configs if key not in wanted]
+        changed, messages = store.store(loaded, snapshots, configs, gone, timezone.now())
+        result.changed, result.removed = changed, gone
+        result.seconds = time.perf_counter() - started
+        store.record_compiled(state, loaded, result)
+    # After commit: a replica told of a version must be able to read it.
+    publish.publish(messages)
+    log.info("compile_mesh %s", result.summary())
+    return result

@@ -3,7 +3,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from meshapi.api import views
+from meshapi.api import endpoints, proxies, views
 from tenants.scoping import NativeRouter
 
 MESH = r"meshes/(?P<mesh>[^/]+)"
@@ -22,6 +22,12 @@ router.register(
     views.GatewayRouteViewSet,
     basename="gateway-route",
 )
+router.register(
+    f"{MESH}/virtual-nodes/(?P<virtual_node>[^/]+)/endpoints",
+    endpoints.EndpointViewSet,
+    basename="endpoint",
+)
+router.register(f"{MESH}/proxies", proxies.ProxyViewSet, basename="proxy")
 
 urlpatterns = [
     path("", include("tenants.api.urls")),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from tests.api.test_native_endpoints import ENDPOINTS
+from tests.api.test_native_endpoints import ALL_ENDPOINTS as ENDPOINTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

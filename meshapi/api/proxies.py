@@ -1,0 +1,278 @@
+"""What each proxy of a mesh receives, on the native API.
+
+    GET /api/v1/meshes/<mesh>/proxies/                                  every node and gateway
+    GET /api/v1/meshes/<mesh>/proxies/virtualNode/<name>                its variants
+    GET /api/v1/meshes/<mesh>/proxies/virtualNode/<name>/config         Envoy JSON
+        ?consumer=grpc&mode=explicit   another variant (compiled on demand, then kept)
+        &version=<v>                   a stored older version
+        &diff=<older version>          unified diff from that version to this one
+    GET /api/v1/meshes/<mesh>/proxies/virtualNode/<name>/history        stored versions
+
+`virtualGateway/<name>` works the same way.
+"""
+
+from django.db import transaction
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions, serializers
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from meshapi import models as m
+from meshapi.services import proxies as service
+from tenants.scoping import Access, TenantScopedViewSet
+from workers import loader
+from workers.compiler import ProxyRequest, compile_proxy
+
+NODE, GATEWAY = m.ProxyKind.VIRTUAL_NODE, m.ProxyKind.VIRTUAL_GATEWAY
+
+
+class VariantQuery(serializers.Serializer):
+    consumer = serializers.ChoiceField(
+        choices=["envoy", "grpc"], default="envoy", help_text="Who consumes the configuration."
+    )
+    mode = serializers.ChoiceField(
+        choices=["redirect", "explicit"], default="redirect", help_text="Traffic interception."
+    )
+
+
+class ConfigQuery(VariantQuery):
+    version = serializers.CharField(
+        required=False, help_text="A stored version (see history); the current one if absent."
+    )
+    diff = serializers.CharField(
+        required=False, help_text="An older stored version: answer a unified diff from it."
+    )
+
+
+class ProxySerializer(serializers.Serializer):
+    """A proxy's current configuration in one variant (consumer, interception)."""
+
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    nodeId = serializers.CharField()
+    consumer = serializers.CharField()
+    interception = serializers.CharField()
+    version = serializers.CharField(allow_null=True, help_text="Null until first compiled.")
+    compiledAt = serializers.DateTimeField(allow_null=True)
+    compiledRevision = serializers.IntegerField(
+        allow_null=True, help_text="The mesh revision this version was compiled from."
+    )
+    warnings = serializers.ListField(child=serializers.CharField())
+
+
+class VersionSerializer(serializers.Serializer):
+    version = serializers.CharField()
+    compiledAt = serializers.DateTimeField()
+    compiledRevision = serializers.IntegerField()
+    current = serializers.BooleanField()
+    typeVersions = serializers.DictField(child=serializers.CharField())
+    warnings = serializers.ListField(child=serializers.CharField())
+
+
+class ProxyDetailSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    name = serializers.CharField()
+    nodeId = serializers.CharField()
+    variants = ProxySerializer(many=True)
+
+
+class ConfigSerializer(ProxySerializer):
+    """Envoy JSON per resource type (proto field names), sorted by resource name; with
+    `diff`, a unified diff between the two versions instead of the resources."""
+
+    stored = serializers.BooleanField(help_text="False: compiled on demand, not stored yet.")
+    current = serializers.BooleanField()
+    typeVersions = serializers.DictField(child=serializers.CharField())
+    metadata = serializers.DictField()
+    listeners = serializers.ListField(child=serializers.DictField(), required=False)
+    routes = serializers.ListField(child=serializers.DictField(), required=False)
+    clusters = serializers.ListField(child=serializers.DictField(), required=False)
+    endpoints = serializers.ListField(child=serializers.DictField(), required=False)
+    secrets = serializers.ListField(child=serializers.DictField(), required=False)
+    diffFrom = serializers.CharField(required=False)
+    diff = serializers.CharField(required=False)
+
+
+def _type_versions(versions: dict) -> dict[str, str]:
+    return {label: versions.get(t, "") for t, label in service.TYPE_NAMES.items()}
+
+
+def _summary(mesh_name: str, kind: str, name: str, variant: tuple, row) -> dict:
+    current = row.current if row is not None else None
+    return {
+        "kind": kind,
+        "name": name,
+        "nodeId": f"mesh/{mesh_name}/{kind}/{name}",
+        "consumer": variant[0],
+        "interception": variant[1],
+        "version": current.version if current else None,
+        "compiledAt": current.compiled_at if current else None,
+        "compiledRevision": current.revision if current else None,
+        "warnings": current.warnings if current else [],
+    }
+
+
+def _version(row: m.ProxyVersion, current_id: int | None) -> dict:
+    return {
+        "version": row.version,
+        "compiledAt": row.compiled_at,
+        "compiledRevision": row.revision,
+        "current": row.pk == current_id,
+        "typeVersions": _type_versions(row.type_versions),
+        "warnings": row.warnings,
+    }
+
+
+MESH_PARAM = {"mesh": "Name of the mesh."}
+PROXY_PARAM = {**MESH_PARAM, "proxy": "virtualNode/<name> or virtualGateway/<name>."}
+
+
+class ProxyViewSet(TenantScopedViewSet):
+    """Configuration the compiler produced for each proxy of a mesh."""
+
+    queryset = m.ProxyConfig.objects.all()
+    serializer_class = ProxySerializer
+    lookup_url_kwarg = "proxy"
+    lookup_value_regex = "virtual(?:Node|Gateway)/[^/]+"
+    action_access = {"config": Access.READ, "history": Access.READ}
+
+    @property
+    def path_parameters(self) -> dict[str, str]:  # type: ignore[override]
+        return MESH_PARAM if self.action == "list" else PROXY_PARAM
+
+    def _variant(self, kind: str = NODE, query=VariantQuery) -> dict:
+        params = query(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        data = dict(params.validated_data)
+        try:
+            service.check_variant(kind, data["consumer"], data["mode"])
+        except service.BadVariant as exc:
+            raise serializers.ValidationError({exc.field: [exc.message]}) from exc
+        return data
+
+    def _proxy(self) -> service.ProxyRef:
+        kind, name = self.kwargs["proxy"].split("/", 1)
+        try:
+            return service.find_proxy(self.tenant, self.kwargs["mesh"], kind, name)
+        except service.ProxyNotFound as exc:
+            raise exceptions.NotFound(str(exc)) from exc
+
+    @extend_schema(parameters=[VariantQuery])
+    def list(self, request, mesh: str):
+        """Every virtual node and gateway of the mesh, with its configuration version,
+        when it was compiled, from which mesh revision, and what was left out (warnings).
+        A gateway is always shown as Envoy (consumer=envoy)."""
+        variant = self._variant()
+        mesh_row = m.Mesh.objects.filter(tenant=self.tenant, name=mesh).only("id", "name").first()
+        if mesh_row is None:
+            raise exceptions.NotFound(f"Mesh '{mesh}' not found.")
+        page = self.paginate_queryset(service.proxies_of(mesh_row))
+        consumer, mode = variant["consumer"], variant["mode"]
+        rows = service.current_configs(mesh_row, page, consumer, mode)
+        body = [
+            _summary(
+                mesh_row.name,
+                kind,
+                name,
+                (consumer if kind == NODE else "envoy", mode),
+                rows.get((kind, name)),
+            )
+            for kind, name in page
+        ]
+        return self.get_paginated_response(ProxySerializer(body, many=True).data)
+
+    @extend_schema(responses=ProxyDetailSerializer)
+    def retrieve(self, request, mesh: str, proxy: str):
+        """The proxy and every variant of it that is kept compiled."""
+        ref = self._proxy()
+        rows = {(r.consumer, r.interception): r for r in service.variants_of(ref)}
+        rows.setdefault(("envoy", "redirect"), None)
+        variants = [_summary(ref.mesh.name, ref.kind, ref.name, v, rows[v]) for v in sorted(rows)]
+        return Response(
+            {
+                "kind": ref.kind,
+                "name": ref.name,
+                "nodeId": f"mesh/{ref.mesh.name}/{ref.label}",
+                "variants": variants,
+            }
+        )
+
+    @extend_schema(parameters=[ConfigQuery], responses=ConfigSerializer)
+    @action(detail=True, methods=["get"])
+    def config(self, request, mesh: str, proxy: str):
+        """The listeners, routes, clusters, endpoints (and secrets) the proxy receives, as
+        Envoy JSON. A variant never asked for before is compiled on the spot and kept
+        compiled from then on."""
+        ref = self._proxy()
+        query = self._variant(ref.kind, ConfigQuery)
+        variant = (query["consumer"], query["mode"])
+        row = service.variant(ref, *variant)
+        head = _summary(ref.mesh.name, ref.kind, ref.name, variant, row)
+        if row is None or row.current is None:
+            if query.get("version") or query.get("diff"):
+                missing = query.get("version") or query.get("diff")
+                raise exceptions.NotFound(
+                    f"Version '{missing}' of {ref.label} ({variant[0]}, {variant[1]}) is not "
+                    "stored; it has not been compiled yet."
+                )
+            return Response(self._on_demand(ref, variant, head))
+        try:
+            shown = (
+                service.stored_version(row, query["version"]) if "version" in query else row.current
+            )
+            older = service.stored_version(row, query["diff"]) if "diff" in query else None
+        except service.ProxyNotFound as exc:
+            raise exceptions.NotFound(str(exc)) from exc
+        body = {
+            **head,
+            **_version(shown, row.current_id),
+            "compiledRevision": shown.revision,
+            "stored": True,
+            "metadata": shown.metadata,
+        }
+        row.mesh = ref.mesh
+        if older is not None:
+            body["diffFrom"] = older.version
+            body["diff"] = service.unified_diff(row, older, shown)
+        else:
+            body.update(service.resources_json(ref.mesh.id, shown))
+        return Response(body)
+
+    def _on_demand(self, ref: service.ProxyRef, variant: tuple[str, str], head: dict) -> dict:
+        loaded = loader.load(ref.mesh.id)
+        if loaded is None:
+            raise exceptions.NotFound(f"Mesh '{ref.mesh.name}' not found.")
+        snapshot = compile_proxy(loaded.ctx, ProxyRequest(ref.kind, ref.name, *variant))
+        with transaction.atomic():
+            if service.request_variant(ref, *variant):
+                mesh_id = ref.mesh.id
+                transaction.on_commit(lambda: _enqueue(mesh_id))
+        return {
+            **head,
+            "version": snapshot.version,
+            "compiledRevision": loaded.revision,
+            "warnings": list(snapshot.warnings),
+            "stored": False,
+            "current": True,
+            "typeVersions": _type_versions(dict(snapshot.type_versions)),
+            "metadata": dict(snapshot.metadata),
+            **service.snapshot_json(snapshot),
+        }
+
+    @extend_schema(parameters=[VariantQuery], responses=VersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def history(self, request, mesh: str, proxy: str):
+        """Stored versions of the proxy's configuration, newest first (the last 20)."""
+        ref = self._proxy()
+        query = self._variant(ref.kind)
+        row = service.variant(ref, query["consumer"], query["mode"])
+        versions = list(row.history.all()) if row is not None else []
+        page = self.paginate_queryset(versions)
+        current = row.current_id if row is not None else None
+        return self.get_paginated_response([_version(v, current) for v in page])
+
+
+def _enqueue(mesh_id: int) -> None:
+    from workers.tasks.compile import enqueue_compile
+
+    enqueue_compile(mesh_id)

@@ -48,7 +48,7 @@ DEFAULT_VARIANT = ("envoy", "redirect")
 class Stored:
     """What the pipeline needs to know of a stored proxy variant."""
 
-    requires: frozenset[tuple[str, str]]
+    requires: frozenset[str]  # "<kind> <name>" of everything it was compiled from
     compiled: bool  # has a current version
 
 
@@ -78,7 +78,12 @@ class CompileResult:
         }
 
 
-def _parents(changed: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+def dep_keys(deps: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """(kind, name) pairs as the strings stored in `ProxyConfig.requires`."""
+    return frozenset(f"{kind} {name}" for kind, name in deps)
+
+
+def _with_parents(changed: Iterable[tuple[str, str]]) -> frozenset[str]:
     """A route or gateway route change is also a change of its parent (as deps.py says)."""
     out = set(changed)
     for kind, name in changed:
@@ -86,7 +91,7 @@ def _parents(changed: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
             out.add(("virtualRouter", name.split("/", 1)[0]))
         elif kind == "gatewayRoute":
             out.add(("virtualGateway", name.split("/", 1)[0]))
-    return out
+    return dep_keys(out)
 
 
 def wanted_variants(ctx: MeshContext, stored: Iterable[Key]) -> set[Key]:
@@ -111,7 +116,7 @@ def select_targets(
         return wanted, True
     touched = dependents(ctx, changed) if changed else set()
     if changed:
-        widened = _parents(changed)
+        widened = _with_parents(changed)
         touched.update(key[:2] for key, info in stored.items() if info.requires & widened)
     targets = {
         key for key in wanted if key[:2] in touched or key not in stored or not stored[key].compiled
@@ -121,11 +126,11 @@ def select_targets(
 
 def compile_variants(
     ctx: MeshContext, keys: Iterable[Key]
-) -> tuple[dict[Key, tuple[Snapshot, frozenset]], list[Key]]:
+) -> tuple[dict[Key, tuple[Snapshot, frozenset[str]]], list[Key]]:
     """Compile each variant against one context (so shared resources are built once).
     A snapshot failing its consistency check is a compiler bug: it is logged and the
     proxy keeps its last good configuration."""
-    out: dict[Key, tuple[Snapshot, frozenset]] = {}
+    out: dict[Key, tuple[Snapshot, frozenset[str]]] = {}
     failed: list[Key] = []
     for key in sorted(keys):
         kind, name, consumer, interception = key
@@ -137,7 +142,7 @@ def compile_variants(
             )
             failed.append(key)
             continue
-        out[key] = (snapshot, requires(ctx, (kind, name)))
+        out[key] = (snapshot, dep_keys(requires(ctx, (kind, name))))
     return out, failed
 
 
@@ -166,7 +171,7 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
         result.revision = loaded.revision
         configs = store.stored_configs(mesh_id)
         stored = {
-            key: Stored(frozenset(tuple(d) for d in row.requires), row.current_id is not None)
+            key: Stored(frozenset(row.requires), row.current_id is not None)
             for key, row in configs.items()
         }
         targets, result.full = select_targets(

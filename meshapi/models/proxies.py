@@ -38,8 +38,9 @@ class ProxyConfig(models.Model):
     )
     # The mesh revision `current` was compiled at; a store never lowers it.
     revision = models.BigIntegerField(default=0)
-    # What the configuration was computed from: [[kind, name], ...] (workers.compiler.requires),
-    # so the next compile can tell which proxies a change reaches, edges removed included.
+    # What the configuration was computed from: ["<kind> <name>", ...] (workers.compiler's
+    # `requires`), so the next compile can tell which proxies a change reaches, removed
+    # edges included.
     requires = models.JSONField(default=list)
     requested_at = models.DateTimeField(auto_now_add=True)
 

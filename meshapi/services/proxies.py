@@ -109,13 +109,9 @@ def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:
     }
 
 
-def _requires_list(deps: Iterable[tuple[str, str]]) -> list[list[str]]:
-    return [list(d) for d in sorted(deps)]
-
-
 def store(
     loaded: "LoadedMesh",
-    snapshots: Mapping["Key", tuple["Snapshot", frozenset]],
+    snapshots: Mapping["Key", tuple["Snapshot", frozenset[str]]],
     configs: dict["Key", ProxyConfig],
     gone: Iterable["Key"],
     now: datetime,
@@ -129,7 +125,7 @@ def store(
     new_rows: list[ProxyConfig] = []
     for key, (snapshot, deps) in snapshots.items():
         row = configs.get(key)
-        dep_list = _requires_list(deps)
+        dep_list = sorted(deps)
         if row is None:
             kind, name, consumer, interception = key
             row = ProxyConfig(

@@ -275,7 +275,7 @@ def test_an_older_compile_never_overwrites_a_newer_one(tenant, embedded):
     snapshots = {
         FRONTEND: (
             compile_proxy(stale.ctx, ProxyRequest(*FRONTEND)),
-            frozenset({("mesh", "shop")}),
+            frozenset({"mesh shop"}),
         )
     }
     from django.db import transaction

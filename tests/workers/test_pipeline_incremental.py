@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from tests.compiler.test_properties import build, mesh, mesh_and_change
 from workers import loader
 from workers.compiler import ProxyRequest, compile_proxy, requires
-from workers.pipeline import Stored, select_targets, wanted_variants
+from workers.pipeline import Stored, dep_keys, select_targets, wanted_variants
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 EXTRA = [("grpc", "redirect"), ("envoy", "explicit")]
@@ -32,7 +32,7 @@ def _stored_after_full(data: dict) -> tuple[dict, dict]:
     keys = wanted_variants(ctx, [])
     keys |= {(k, n, c, i) for k, n, *_ in list(keys) if k == "virtualNode" for c, i in EXTRA}
     versions = _compile_all(data, keys)
-    stored = {key: Stored(requires(ctx, key[:2]), True) for key in keys}
+    stored = {key: Stored(dep_keys(requires(ctx, key[:2])), True) for key in keys}
     return versions, stored
 
 
@@ -49,7 +49,7 @@ def _step(previous: dict, versions: dict, stored: dict, data: dict) -> tuple[dic
             loader.changes(_fingerprint(previous), _fingerprint(data)),
         )
     new_versions = {key: expected[key] for key in wanted}
-    new_stored = {key: Stored(requires(ctx, key[:2]), True) for key in targets}
+    new_stored = {key: Stored(dep_keys(requires(ctx, key[:2])), True) for key in targets}
     new_stored.update({key: stored[key] for key in wanted - targets})
     return new_versions, new_stored
 

@@ -21,6 +21,7 @@ def redis_worker(transactional_db):
 
     eager = app.conf.task_always_eager
     app.conf.task_always_eager = False
+    app.control.purge()  # compiles queued by earlier tests' writes, for meshes long gone
     try:
         with start_worker(app, perform_ping_check=False, pool="solo", loglevel="WARNING"):
             yield

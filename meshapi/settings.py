@@ -25,6 +25,10 @@ MESHPLANE_ENCRYPTION_KEYS = [
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
+# Resolved access keys are cached per process for this long; any key or membership change
+# drops every cache at once (tenants/keycache.py). 0 disables the cache.
+MESHPLANE_KEY_CACHE_SECONDS = float(os.environ.get("MESHPLANE_KEY_CACHE_SECONDS", "30"))
+
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",

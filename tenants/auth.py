@@ -25,7 +25,7 @@ from meshapi.appmesh.errors import (
     MissingAuthenticationToken,
     UnrecognizedClient,
 )
-from tenants import crypto
+from tenants import crypto, keycache
 from tenants.models import AccessKey
 
 SERVICE = "appmesh"
@@ -44,12 +44,20 @@ def _secret(encrypted: str) -> str:
 
 def load_key(key_id: str) -> AccessKey | None:
     """A usable (not revoked, not expired) key with its tenant and member, or None."""
-    return (
-        AccessKey.objects.usable()
-        .select_related("tenant", "membership__user")
-        .filter(key_id=key_id)
-        .first()
-    )
+    key = keycache.get(key_id)
+    if key is None:
+        key = (
+            AccessKey.objects.usable()
+            .select_related("tenant", "membership__user")
+            .filter(key_id=key_id)
+            .first()
+        )
+        if key is None:
+            return None
+        keycache.put(key_id, key)
+    if key.expires_at is not None and key.expires_at <= timezone.now():
+        return None
+    return key
 
 
 def touch(key: AccessKey) -> None:

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from tests.support.live import LiveServer
+from tests.support.live import LiveServer, live_database_url
 from tests.support.personas import make_personas
 
 # Every write enqueues a compile. Give this run's processes (this one, live servers, workers)
@@ -35,15 +35,17 @@ def api_server(django_db_setup, django_db_blocker):
     """A gunicorn process serving the test database (data must be committed to be seen)."""
     from django.db import connection
 
-    settings = connection.settings_dict
-    url = (
-        f"postgres://{settings['USER'] or 'postgres'}@{settings['HOST'] or '127.0.0.1'}:"
-        f"{settings['PORT'] or 5432}/{settings['NAME']}"
-    )
-    if "sqlite" in settings["ENGINE"]:
+    if "sqlite" in connection.settings_dict["ENGINE"]:
         pytest.skip("the live-server tests need PostgreSQL (set DATABASE_URL)")
     server = LiveServer(
-        {"DATABASE_URL": url, "MESHPLANE_DB_CONN_MAX_AGE": "0", "MESHPLANE_QUERY_COUNT_HEADER": "1"}
+        {
+            "DATABASE_URL": live_database_url(),
+            "MESHPLANE_DB_CONN_MAX_AGE": "0",
+            "MESHPLANE_QUERY_COUNT_HEADER": "1",
+            # Query counts are compared with a baseline: every request resolves its key
+            # from the database. tests/tenants/test_keycache.py runs a server with the cache.
+            "MESHPLANE_KEY_CACHE_SECONDS": "0",
+        }
     )
     yield server
     server.stop()

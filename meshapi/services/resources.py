@@ -96,6 +96,12 @@ def _get(
         # A resource and its mesh are locked by one statement (see _lock_mesh).
         of = ("self",) if kind is MESH else ("self", "mesh")
         qs = qs.select_for_update(no_key=True, of=of)
+    elif kind is not MESH:
+        # A read shows only the names of the mesh and parent: don't decode their JSON.
+        deferred = ["mesh__spec", "mesh__tags"]
+        if kind.parent is not None:
+            deferred += [f"{kind.parent_field}__spec", f"{kind.parent_field}__tags"]
+        qs = qs.defer(*deferred)
     row = qs.first()
     if row is None:
         _raise_not_found(tenant, kind, mesh_name, name, parent_name)
@@ -215,13 +221,18 @@ def list_refs(
     """One page of refs, ordered by name, and the token for the next page (or None)."""
     size = limit or DEFAULT_PAGE
     after = _decode_token(next_token)
+    # A ref shows names, times and version: load nothing else (specs are the bulk of a row).
+    fields = ["name", "created_at", "updated_at", "version"]
     qs = scoped(kind, tenant).order_by("name")
     if kind is not MESH:
         qs = qs.select_related("mesh").filter(mesh__name=mesh_name)
+        fields.append("mesh__name")
         if kind.parent is not None:
             qs = qs.select_related(kind.parent_field).filter(
                 **{f"{kind.parent_field}__name": parent_name}
             )
+            fields.append(f"{kind.parent_field}__name")
+    qs = qs.only(*fields)
     if after is not None:
         qs = qs.filter(name__gt=after)
     rows = list(qs[: size + 1])

@@ -18,6 +18,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def live_database_url() -> str:
+    """DATABASE_URL of the database Django's test runner set up (for server subprocesses)."""
+    from django.db import connection
+
+    s = connection.settings_dict
+    host, port = s["HOST"] or "127.0.0.1", s["PORT"] or 5432
+    return f"postgres://{s['USER'] or 'postgres'}@{host}:{port}/{s['NAME']}"
+
+
 class LiveServer:
     def __init__(self, env: dict[str, str], workers: int = 2, threads: int = 4) -> None:
         self.port = free_port()

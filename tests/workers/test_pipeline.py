@@ -354,3 +354,50 @@ def test_concurrent_compiles_of_one_mesh_never_regress(tenant):
         assert versions(mesh)[FRONTEND] == compile_proxy(ctx, ProxyRequest(*FRONTEND)).version
     finally:
         app.conf.task_always_eager = eager
+
+
+def test_pruning_drops_only_resources_no_kept_version_uses(tenant, embedded):
+    from workers.tasks.compile import prune_config_resources
+
+    mesh = meshes.shop(tenant)
+    for i in range(HISTORY_LIMIT + 3):
+        meshes.split(tenant, "shop", 10 + i, 90 - i)
+    kept = {
+        (type_url, digest)
+        for manifest in ProxyVersion.objects.values_list("resources", flat=True)
+        for type_url, hashes in manifest.items()
+        for digest in hashes.values()
+    }
+    stored = set(ConfigResource.objects.values_list("type_url", "digest"))
+    assert stored > kept  # versions beyond the last 20 left resources behind
+    assert prune_config_resources.apply().get() == len(stored - kept)
+    assert set(ConfigResource.objects.values_list("type_url", "digest")) == kept
+    assert prune_config_resources.apply().get() == 0
+    # Every kept version still renders completely.
+    for version in ProxyVersion.objects.filter(proxy__mesh=mesh):
+        rendered = store.resources_json(mesh.id, version)
+        assert sum(map(len, rendered.values())) == sum(map(len, version.resources.values()))
+
+
+def test_a_snapshot_failing_its_consistency_check_keeps_the_last_configuration(
+    tenant, embedded, monkeypatch, caplog
+):
+    from workers import pipeline
+    from workers.compiler import InconsistentSnapshot
+
+    mesh = meshes.shop(tenant)
+    before = versions(mesh)
+    real = pipeline.compile_proxy
+
+    def broken(ctx, proxy):
+        snapshot = real(ctx, proxy)
+        if proxy.name == "frontend":
+            raise InconsistentSnapshot(snapshot.node_id, ["route uses a missing cluster"])
+        return snapshot
+
+    monkeypatch.setattr(pipeline, "compile_proxy", broken)
+    meshes.split(tenant, "shop", 20, 80)
+    assert versions(mesh) == before
+    mesh.refresh_from_db()
+    assert mesh.compiled_revision == mesh.revision
+    assert "compiling ('virtualNode', 'frontend', 'envoy', 'redirect') failed" in caplog.text

@@ -29,8 +29,5 @@ def reconcile_meshes() -> list[int]:
 
 @worker_ready.connect
 def reconcile_at_start(sender=None, **kwargs) -> None:
-    enqueue_reconcile()
-
-
-def enqueue_reconcile() -> None:
-    reconcile_meshes.apply_async(retry=False)
+    """A worker starting may follow an outage: catch up before the next beat."""
+    reconcile_meshes.apply_async()

@@ -165,3 +165,12 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%dT%H:%M:%S} {self.actor} {self.action} {self.resource_arn}"
+
+
+# Identity rows live beside the code that uses them; imported here so Django registers them.
+from tenants.identity.models import (  # noqa: E402, F401
+    ControlPlaneCA,
+    JoinToken,
+    MeshCA,
+    MeshIdentity,
+)

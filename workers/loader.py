@@ -117,7 +117,10 @@ def load(mesh_id: int) -> LoadedMesh | None:
             out.setdefault(parent_name, {})[name] = spec
         return out
 
+    from tenants.identity.services import mesh_trust_bundle
+
     inputs: dict[str, Any] = {
+        "trust_bundle": mesh_trust_bundle(mesh_id),  # CA rotation → new SDS secret
         "virtual_nodes": specs(VirtualNode),
         "virtual_services": specs(VirtualService),
         "virtual_routers": specs(VirtualRouter),

@@ -69,6 +69,7 @@ def main() -> None:
             "token": token.key,
             "nodeName": node.name,
             "nodePk": node.pk,
+            "meshPk": node.mesh_id,
         },
         sys.stdout,
     )

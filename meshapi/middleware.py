@@ -29,3 +29,25 @@ class QueryCountMiddleware:
             response = self.get_response(request)
         response["X-Meshplane-Queries"] = str(count)
         return response
+
+
+class AppMeshEntryMiddleware:
+    """Hands App Mesh wire-protocol requests straight to their entry point.
+
+    That API is signed with SigV4 and never uses sessions, CSRF tokens, users or URL
+    routing, so the middleware that serves the native API and dashboard is skipped for it.
+    """
+
+    PREFIX = "/v20190125"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        from meshapi.appmesh.views import appmesh_entry
+
+        self.entry = appmesh_entry
+
+    def __call__(self, request):
+        path = request.path_info
+        if path == self.PREFIX or path.startswith(self.PREFIX + "/"):
+            return self.entry(request)
+        return self.get_response(request)

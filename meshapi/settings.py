@@ -44,6 +44,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "meshapi.middleware.QueryCountMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "meshapi.middleware.AppMeshEntryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -35,10 +35,11 @@ NAME_FIELDS = tuple(kind.name_field for kind in KINDS)
 CLIENT_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,36}")
 
 
-def _respond(status: int, body: dict, request_id: str, error: str = "") -> HttpResponse:
-    response = HttpResponse(
-        json.dumps(body, separators=(",", ":")), status=status, content_type="application/json"
-    )
+def _respond(status: int, body: dict | str, request_id: str, error: str = "") -> HttpResponse:
+    if not isinstance(body, resources.RawJSON):
+        body = json.dumps(body, separators=(",", ":"))
+    response = HttpResponse(body, status=status, content_type="application/json")
+    response["Content-Length"] = str(len(response.content))
     response["x-amzn-RequestId"] = request_id
     if error:
         response["x-amzn-ErrorType"] = error
@@ -58,7 +59,7 @@ def appmesh_entry(request: HttpRequest, rest: str = "") -> HttpResponse:
         return _respond(err.status, {"message": err.message}, request_id, err.code)
 
 
-def _handle(request: HttpRequest, request_id: str) -> dict:
+def _handle(request: HttpRequest, request_id: str) -> dict | str:
     length = request.META.get("CONTENT_LENGTH") or "0"
     if not length.isdigit() or int(length) > settings.MESHPLANE_MAX_BODY_BYTES:
         raise BadRequest(f"Request body is larger than {settings.MESHPLANE_MAX_BODY_BYTES} bytes.")
@@ -171,7 +172,7 @@ def _names(kind: Kind, params: dict) -> dict[str, str]:
     return out
 
 
-Handler = Callable[[Tenant, resources.Writer, str, dict], dict]
+Handler = Callable[[Tenant, resources.Writer, str, dict], dict | str]
 
 
 def _handlers_for(kind: Kind) -> dict[str, Handler]:
@@ -197,7 +198,7 @@ def _handlers_for(kind: Kind) -> dict[str, Handler]:
         )
 
     def describe(tenant, writer, op, params):
-        return resources.describe(tenant, kind, **_names(kind, params))
+        return resources.describe_json(tenant, kind, **_names(kind, params))
 
     def delete(tenant, writer, op, params):
         return resources.delete(tenant, kind, writer, **_names(kind, params))

@@ -31,6 +31,7 @@ router.register(f"{MESH}/proxies", proxies.ProxyViewSet, basename="proxy")
 
 urlpatterns = [
     path("", include("tenants.api.urls")),
+    path("", include("tenants.identity.urls")),
     *router.urls,
     path("schema/", SpectacularAPIView.as_view(), name="native-schema"),
     path("schema/ui/", SpectacularSwaggerView.as_view(url_name="native-schema"), name="native-ui"),

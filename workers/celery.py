@@ -25,6 +25,8 @@ app.conf.beat_schedule = {
     # The pipeline's safety net: compile meshes whose compiled revision lags (it also runs
     # when a worker starts), and drop stored xDS resources no kept version uses.
     "reconcile-meshes": {"task": "compile.reconcile_meshes", "schedule": 60.0},
+    # A rotated-out mesh CA leaves the trust bundle once its last leaf expired.
+    "retire-expired-cas": {"task": "maintenance.retire_expired_cas", "schedule": 60.0},
     "prune-config-resources": {
         "task": "compile.prune_config_resources",
         "schedule": crontab(minute=43),

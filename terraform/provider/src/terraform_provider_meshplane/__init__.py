@@ -1,0 +1,1 @@
+"""terraform-provider-meshplane: a Terraform provider for Meshplane (plugin protocol 6)."""

@@ -10,7 +10,15 @@ from typing import Any, TextIO
 from botocore.exceptions import ClientError, ParamValidationError
 from botocore.validate import ParamValidator
 
-from meshctl.model import KINDS, Resource, TranslateError, normalise_spec, ordered
+from meshctl.model import (
+    KINDS,
+    MESH,
+    Resource,
+    TranslateError,
+    normalise_spec,
+    ordered,
+    references,
+)
 from meshctl.shapes import service_model
 
 ACTIONS = ("create", "update", "unchanged")
@@ -63,7 +71,40 @@ def _describe(client: Any, resource: Resource) -> dict[str, Any] | None:
     return response[resource.kind.key]
 
 
+def _check_references(client: Any, steps: list[Step]) -> None:
+    """Every name a resource points at is imported too or exists already: found now, before
+    any write, rather than as an API error halfway through."""
+    incoming = {s.resource.ident for s in steps}
+    looked_up: dict[tuple[str, str, str, str], bool] = {}
+    for step in steps:
+        resource = step.resource
+        for field, kind, parent, name in references(resource):
+            mesh = name if kind is MESH else resource.mesh
+            ident = (kind.key, mesh, parent, name)
+            if ident in incoming:
+                continue
+            if ident not in looked_up:
+                probe = Resource(kind, mesh, name, {}, parent=parent or None)
+                looked_up[ident] = _describe(client, probe) is not None
+            if not looked_up[ident]:
+                where = (
+                    "the source nor this tenant"
+                    if kind is MESH
+                    else f"the source nor mesh '{mesh}'"
+                )
+                raise TranslateError(
+                    f"{resource.origin}: {field} names {kind.label} '{name}', which is in "
+                    f"neither the source nor {where}."
+                )
+
+
 def plan(client: Any, resources: list[Resource]) -> list[Step]:
+    steps = _plan(client, resources)
+    _check_references(client, steps)
+    return steps
+
+
+def _plan(client: Any, resources: list[Resource]) -> list[Step]:
     steps = []
     for resource in check(resources):
         current = _describe(client, resource)

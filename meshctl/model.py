@@ -122,3 +122,36 @@ def ordered(resources: list[Resource]) -> list[Resource]:
             )
         seen[resource.ident] = resource
     return sorted(resources, key=lambda r: r.kind.order)
+
+
+def references(resource: Resource) -> list[tuple[str, Kind, str, str]]:
+    """(field, kind, parent, name) of what must exist before this resource can be written."""
+    refs: list[tuple[str, Kind, str, str]] = []
+    if resource.kind is MESH:
+        return refs
+    refs.append(("meshName", MESH, "", resource.mesh))
+    spec = resource.spec
+    if resource.kind is ROUTE:
+        refs.append(("virtualRouterName", VIRTUAL_ROUTER, "", resource.parent or ""))
+        for route_type in ("httpRoute", "http2Route", "grpcRoute", "tcpRoute"):
+            targets = ((spec.get(route_type) or {}).get("action") or {}).get("weightedTargets")
+            for i, target in enumerate(targets or []):
+                field = f"spec.{route_type}.action.weightedTargets[{i}].virtualNode"
+                refs.append((field, VIRTUAL_NODE, "", target.get("virtualNode", "")))
+    elif resource.kind is GATEWAY_ROUTE:
+        refs.append(("virtualGatewayName", VIRTUAL_GATEWAY, "", resource.parent or ""))
+        for route_type in ("httpRoute", "http2Route", "grpcRoute"):
+            action = (spec.get(route_type) or {}).get("action") or {}
+            service = (action.get("target") or {}).get("virtualService") or {}
+            if "virtualServiceName" in service:
+                field = f"spec.{route_type}.action.target.virtualService.virtualServiceName"
+                refs.append((field, VIRTUAL_SERVICE, "", service["virtualServiceName"]))
+    elif resource.kind is VIRTUAL_SERVICE:
+        provider = spec.get("provider") or {}
+        if "virtualNode" in provider:
+            name = provider["virtualNode"].get("virtualNodeName", "")
+            refs.append(("spec.provider.virtualNode.virtualNodeName", VIRTUAL_NODE, "", name))
+        if "virtualRouter" in provider:
+            name = provider["virtualRouter"].get("virtualRouterName", "")
+            refs.append(("spec.provider.virtualRouter.virtualRouterName", VIRTUAL_ROUTER, "", name))
+    return refs

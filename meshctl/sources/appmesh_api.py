@@ -50,7 +50,10 @@ def from_dump_file(path: Path) -> list[Resource]:
             kind = BY_KEY.get(key)
             if kind is None:
                 continue
-            label = body.get(kind.name_param, "?") if isinstance(body, dict) else "?"
+            label = "?"
+            if isinstance(body, dict):
+                parent = body.get(kind.parent_param, "") if kind.parent_param else ""
+                label = "/".join(p for p in (parent, body.get(kind.name_param, "?")) if p)
             out.append(from_described(kind, body, f"{where}: {kind.label} {label}"))
     return out
 

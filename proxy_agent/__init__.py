@@ -1,0 +1,10 @@
+"""meshagent: Meshplane's data-plane agent.
+
+It joins the mesh (its own key, a CSR, a join token), keeps the certificate renewed, holds
+the one authenticated ADS stream to the control plane, relays it to a local Envoy over a
+Unix socket (adding the workload certificate as SDS, so the key never leaves the host),
+caches the last configuration Envoy accepted on disk, and supervises Envoy.
+
+No Django here (tests/proxy_agent/test_purity.py enforces it): the agent runs beside
+workloads with grpcio, cryptography and the xDS protos only.
+"""

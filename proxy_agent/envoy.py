@@ -1,0 +1,281 @@
+"""Envoy: its bootstrap, and a supervisor that starts it, restarts it and drains it.
+
+The bootstrap points every dynamic resource at ADS over the agent's Unix socket (cluster
+`meshplane_agent`), so Envoy never talks to the control plane and never sees more than
+the agent relays; admin listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy_agent.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+AGENT_CLUSTER = "meshplane_agent"
+# App Mesh accepts regexes up to 255 characters, beyond RE2's default program size in Envoy
+# (the compiler's BOOTSTRAP_RUNTIME says the same).
+RUNTIME = {"re2.max_program_size.error_level": 1000}
+RESTART_MIN, RESTART_MAX = 1.0, 30.0
+STABLE_SECONDS = 60.0  # a run this long resets the restart backoff
+
+
+def _die_with_parent() -> None:
+    """In the child: Envoy gets SIGTERM if the agent dies, so a killed agent never leaves
+    an orphan Envoy holding the ports its successor needs (Linux only; else a no-op)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def bootstrap(
+    *,
+    node_id: str,
+    cluster: str,
+    metadata: dict,
+    ads_socket: Path,
+    admin_port: int,
+    admin_address: str = "127.0.0.1",
+) -> dict:
+    """Envoy's bootstrap (JSON, as `envoy -c` reads it)."""
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {"id": node_id, "cluster": cluster, "metadata": metadata},
+        "admin": {
+            "address": {"socket_address": {"address": admin_address, "port_value": admin_port}}
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": AGENT_CLUSTER}}],
+                "set_node_on_first_message_only": True,
+            },
+            "cds_config": ads,
+            "lds_config": ads,
+        },
+        "static_resources": {
+            "clusters": [
+                {
+                    "name": AGENT_CLUSTER,
+                    "type": "STATIC",
+                    "connect_timeout": "1s",
+                    "typed_extension_protocol_options": {
+                        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                            "@type": "type.googleapis.com/"
+                            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                            "explicit_http_config": {"http2_protocol_options": {}},
+                        }
+                    },
+                    "load_assignment": {
+                        "cluster_name": AGENT_CLUSTER,
+                        "endpoints": [
+                            {
+                                "lb_endpoints": [
+                                    {"endpoint": {"address": {"pipe": {"path": str(ads_socket)}}}}
+                                ]
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+        "bootstrap_extensions": [
+            {
+                # Gateways reach router-provided services through internal listeners.
+                "name": "envoy.bootstrap.internal_listener",
+                "typed_config": {
+                    "@type": "type.googleapis.com/"
+                    "envoy.extensions.bootstrap.internal_listener.v3.InternalListener"
+                },
+            }
+        ],
+        "layered_runtime": {"layers": [{"name": "static", "static_layer": RUNTIME}]},
+    }
+
+
+def write_bootstrap(path: Path, config: dict) -> Path:
+    write_atomic(path, json.dumps(config, indent=1).encode(), mode=0o644)
+    return path
+
+
+@dataclass
+class Admin:
+    """Envoy's admin API on loopback."""
+
+    port: int
+    address: str = "127.0.0.1"
+
+    def url(self, path: str) -> str:
+        return f"http://{self.address}:{self.port}{path}"
+
+    def _request(self, method: str, path: str, timeout: float) -> tuple[int, bytes, str]:
+        request = urllib.request.Request(self.url(path), method=method)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=timeout) as response:
+                return response.status, response.read(), response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read(), exc.headers.get("Content-Type", "")
+
+    async def call(self, method: str, path: str, timeout: float = 5.0) -> tuple[int, bytes, str]:
+        return await asyncio.to_thread(self._request, method, path, timeout)
+
+    async def live(self) -> bool:
+        try:
+            status, body, _ = await self.call("GET", "/ready", timeout=2.0)
+        except OSError:
+            return False
+        return status == 200 and body.strip() == b"LIVE"
+
+
+class EnvoySupervisor:
+    """Runs Envoy, restarts it with backoff when it dies, drains it on request."""
+
+    def __init__(
+        self,
+        binary: str,
+        bootstrap_path: Path,
+        admin: Admin,
+        *,
+        log_path: Path | None = None,
+        log_level: str = "info",
+        drain_seconds: float = 20.0,
+        extra_args: tuple[str, ...] = (),
+        user: int | None = None,
+    ) -> None:
+        self.binary = binary
+        self.bootstrap_path = bootstrap_path
+        self.admin = admin
+        self.log_path = log_path
+        self.log_level = log_level
+        self.drain_seconds = drain_seconds
+        self.extra_args = extra_args
+        self.user = user  # redirect mode as root: Envoy runs as the proxy UID
+        self.process: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self.stopping = False
+        self._log_file = None
+
+    def command(self) -> list[str]:
+        return [
+            self.binary,
+            "-c",
+            str(self.bootstrap_path),
+            "--disable-hot-restart",
+            "--log-level",
+            self.log_level,
+            "--drain-time-s",
+            str(max(1, int(self.drain_seconds))),
+            "--drain-strategy",
+            "immediate",
+            *self.extra_args,
+        ]
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        if self.log_path is not None and self._log_file is None:
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives with the agent
+        out = self._log_file if self._log_file is not None else None
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # our SIGTERM drains it; a terminal's ^C must not kill it
+            preexec_fn=_die_with_parent,
+            **({"user": self.user} if self.user is not None else {}),
+        )
+        log.info("envoy: started pid %s", self.process.pid)
+        return self.process
+
+    async def run(self) -> None:
+        """Keep Envoy running until `stop()`."""
+        delay = RESTART_MIN
+        while not self.stopping:
+            try:
+                process = await self._start()
+            except OSError as exc:
+                log.error("envoy: cannot start %s: %s", self.binary, exc)
+                process = None
+            started = time.monotonic()
+            code = await process.wait() if process is not None else None
+            if self.stopping:
+                break
+            if time.monotonic() - started > STABLE_SECONDS:
+                delay = RESTART_MIN
+            wait = delay * random.uniform(0.75, 1.0)
+            self.restarts += 1
+            log.warning("envoy: exited with %s; restarting in %.1fs", code, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, RESTART_MAX)
+
+    async def drain_and_stop(self, deadline: float | None = None) -> None:
+        """Fail health checks, drain listeners (in-flight requests finish, new connections
+        are refused), then stop Envoy by `deadline` seconds from now."""
+        self.stopping = True
+        deadline = self.drain_seconds if deadline is None else deadline
+        if not self.running:
+            return
+        began = time.monotonic()
+        try:
+            await self.admin.call("POST", "/healthcheck/fail", timeout=2.0)
+            await self.admin.call("POST", "/drain_listeners?graceful", timeout=2.0)
+            log.info("envoy: draining (up to %.0fs)", deadline)
+            while time.monotonic() - began < deadline and self.running:
+                if await self._idle():
+                    break
+                await asyncio.sleep(0.5)
+        except OSError as exc:
+            log.warning("envoy: admin unreachable while draining: %s", exc)
+        await self.terminate(max(1.0, deadline - (time.monotonic() - began)))
+
+    async def _idle(self) -> bool:
+        """No downstream connections left on any listener (admin's stats)."""
+        status, body, _ = await self.admin.call(
+            "GET", "/stats?filter=downstream_cx_active$&format=json", timeout=2.0
+        )
+        if status != 200:
+            return False
+        try:
+            stats = json.loads(body).get("stats", [])
+        except ValueError:
+            return False
+        return all(
+            s.get("value", 0) == 0
+            for s in stats
+            if s.get("name", "").startswith("listener.") and "admin" not in s.get("name", "")
+        )
+
+    async def terminate(self, grace: float = 5.0) -> None:
+        self.stopping = True
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        log.info("envoy: stopped (%s)", process.returncode)

@@ -1,0 +1,303 @@
+"""The workload identity: join once, keep the certificate renewed, keep the key on the host.
+
+The agent's own small client of `meshplane.identity.v1.Identity` (JSON messages over the
+gRPC method paths, the wire format of tenants/identity/grpc_service.py): the agent does
+not import the control plane's packages, so it installs and runs without them.
+
+Files in the data directory (mode 0600, each written atomically):
+- `identity.pem`: the certificate chain followed by the private key (one file, so a
+  crash can never pair a new certificate with an old key);
+- `trust-bundle.pem`: the mesh CA bundle (the roots peers' certificates chain to).
+
+A fresh P-256 key is made for every CSR (join and each renewal); only the CSR leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from proxy_agent.files import write_atomic
+
+log = logging.getLogger(__name__)
+
+SERVICE = "meshplane.identity.v1.Identity"
+CALL_TIMEOUT = 15.0
+RENEW_FRACTION = 0.5  # renew at half the lifetime ...
+RENEW_JITTER = 0.1  # ... give or take a tenth of it, so a fleet does not renew at once
+MIN_RETRY, MAX_RETRY = 1.0, 60.0
+
+
+class IdentityError(Exception):
+    """Joining or renewing was refused or failed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A certificate chain and the key it was issued for (PEM), plus the trust bundle."""
+
+    chain_pem: bytes
+    key_pem: bytes
+    bundle_pem: bytes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.chain_pem)
+
+    @property
+    def spiffe_id(self) -> str:
+        try:
+            san = self.certificate.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName
+            ).value
+        except x509.ExtensionNotFound:
+            return ""
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+        return uris[0] if uris else ""
+
+    @property
+    def not_before(self) -> datetime.datetime:
+        return self.certificate.not_valid_before_utc
+
+    @property
+    def not_after(self) -> datetime.datetime:
+        return self.certificate.not_valid_after_utc
+
+    @property
+    def version(self) -> str:
+        """Changes whenever the certificate, key or trust bundle does."""
+        return hashlib.sha256(self.chain_pem + self.key_pem + self.bundle_pem).hexdigest()[:16]
+
+
+def new_key_and_csr(spiffe_id: str = "") -> tuple[bytes, bytes]:
+    """(private key PEM, CSR PEM) for a fresh P-256 key. The CSR names `spiffe_id` when
+    known (renewals); a first join leaves it out and the control plane fills it in."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Meshplane")])
+    )
+    if spiffe_id:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
+            critical=False,
+        )
+    csr = builder.sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+
+
+def split_identity_file(data: bytes) -> tuple[bytes, bytes]:
+    """identity.pem → (chain PEM, key PEM)."""
+    marker = b"-----BEGIN PRIVATE KEY-----"
+    at = data.find(marker)
+    if at < 0:
+        raise ValueError("no private key")
+    return data[:at].strip() + b"\n", data[at:].strip() + b"\n"
+
+
+def key_matches(chain_pem: bytes, key_pem: bytes) -> bool:
+    cert = x509.load_pem_x509_certificate(chain_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    return cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt)
+
+
+async def _call(channel: grpc.aio.Channel, method: str, body: dict) -> dict:
+    rpc = channel.unary_unary(f"/{SERVICE}/{method}")
+    try:
+        answer = await rpc(json.dumps(body).encode(), timeout=CALL_TIMEOUT)
+    except grpc.aio.AioRpcError as exc:
+        raise IdentityError(f"{method} refused: {exc.code().name}: {exc.details()}") from exc
+    finally:
+        await channel.close()
+    return json.loads(answer)
+
+
+def _workload(answer: dict, key_pem: bytes) -> Workload:
+    chain = (answer.get("chain") or answer["certificate"]).encode()
+    return Workload(chain, key_pem, answer.get("trustBundle", "").encode())
+
+
+class IdentityManager:
+    """Holds the current Workload: loads it from the data directory, joins when there is
+    none (or it expired), renews it at ~50 % of its lifetime with jitter, and tells
+    `on_change` listeners (the SDS side of the relay) about every new one."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        node_id: str,
+        *,
+        control_plane: str,
+        join_address: str,
+        server_ca_pem: bytes | None,
+        join_token_file: Path | None,
+    ) -> None:
+        self.path = Path(data_dir) / "identity.pem"
+        self.bundle_path = Path(data_dir) / "trust-bundle.pem"
+        self.node_id = node_id
+        self.control_plane = control_plane
+        self.join_address = join_address
+        self.server_ca_pem = server_ca_pem
+        self.join_token_file = join_token_file
+        self.current: Workload | None = None
+        self.listeners: list[Callable[[Workload], None]] = []
+        self.renewals = 0
+
+    # ------------------------------------------------------------ files
+
+    def load(self) -> Workload | None:
+        """The stored identity, if it is this node's and its key matches (expired or not:
+        serving an expired certificate from the cache beats serving nothing)."""
+        try:
+            chain, key = split_identity_file(self.path.read_bytes())
+            bundle = self.bundle_path.read_bytes() if self.bundle_path.exists() else b""
+            workload = Workload(chain, key, bundle)
+            if not key_matches(chain, key):
+                log.warning("identity: %s: the key does not match the certificate", self.path)
+                return None
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            log.warning("identity: %s unreadable (%s); joining again", self.path, exc)
+            return None
+        if not workload.spiffe_id.endswith("/" + self.node_id):
+            log.warning(
+                "identity: %s is for %s, not %s; joining again",
+                self.path,
+                workload.spiffe_id,
+                self.node_id,
+            )
+            return None
+        self.current = workload
+        return workload
+
+    def _store(self, workload: Workload) -> None:
+        write_atomic(self.path, workload.chain_pem + workload.key_pem)
+        write_atomic(self.bundle_path, workload.bundle_pem, mode=0o644)
+        self.current = workload
+        for listener in list(self.listeners):
+            listener(workload)
+
+    # ------------------------------------------------------------ calls
+
+    def _token(self) -> str:
+        if self.join_token_file is None:
+            raise IdentityError(
+                "--join-token-file: no identity in the data directory and no join token "
+                "to get one with."
+            )
+        try:
+            token = self.join_token_file.read_text().strip()
+        except OSError as exc:
+            raise IdentityError(f"--join-token-file: cannot read {exc.filename}: {exc}") from exc
+        if not token:
+            raise IdentityError(f"--join-token-file: {self.join_token_file} is empty.")
+        return token
+
+    async def join(self) -> Workload:
+        if not self.join_address:
+            raise IdentityError("--join-address: needed to join (no identity stored yet).")
+        token = self._token()
+        key_pem, csr_pem = new_key_and_csr()
+        channel = grpc.aio.secure_channel(
+            self.join_address, grpc.ssl_channel_credentials(self.server_ca_pem)
+        )
+        answer = await _call(
+            channel, "Join", {"token": token, "csr": csr_pem.decode(), "nodeId": self.node_id}
+        )
+        workload = _workload(answer, key_pem)
+        self._store(workload)
+        log.info("identity: joined as %s until %s", workload.spiffe_id, workload.not_after)
+        return workload
+
+    async def renew(self) -> Workload:
+        """Renew over mTLS on the ADS port: the current certificate authenticates us."""
+        current = self.current
+        if current is None:
+            raise IdentityError("renew: no current certificate.")
+        key_pem, csr_pem = new_key_and_csr(current.spiffe_id)
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=self.server_ca_pem,
+            private_key=current.key_pem,
+            certificate_chain=current.chain_pem,
+        )
+        channel = grpc.aio.secure_channel(self.control_plane, credentials)
+        answer = await _call(channel, "Renew", {"csr": csr_pem.decode()})
+        workload = _workload(answer, key_pem)
+        self._store(workload)
+        self.renewals += 1
+        log.info("identity: renewed %s until %s", workload.spiffe_id, workload.not_after)
+        return workload
+
+    async def ensure(self) -> Workload:
+        """An identity to start with: the stored one if still valid, else a join."""
+        stored = self.current or self.load()
+        if stored is not None and stored.not_after > _now():
+            return stored
+        try:
+            return await self.join()
+        except IdentityError:
+            if stored is not None:
+                log.warning("identity: the stored certificate expired and joining failed")
+                return stored
+            raise
+
+    # ------------------------------------------------------------ renewal loop
+
+    def renew_delay(self, workload: Workload, rng: random.Random | None = None) -> float:
+        """Seconds until the next renewal: half the lifetime ± a tenth, from not_before."""
+        rng = rng or random
+        lifetime = (workload.not_after - workload.not_before).total_seconds()
+        fraction = RENEW_FRACTION + rng.uniform(-RENEW_JITTER, RENEW_JITTER)
+        at = workload.not_before + datetime.timedelta(seconds=lifetime * fraction)
+        return max(0.0, (at - _now()).total_seconds())
+
+    async def run(self) -> None:
+        """Renew forever; on failure retry with jittered backoff, re-joining with the token
+        once the certificate has expired (the control plane no longer accepts it)."""
+        retry = MIN_RETRY
+        while True:
+            workload = self.current
+            if workload is None:
+                delay = 0.0
+            else:
+                delay = self.renew_delay(workload)
+            await asyncio.sleep(delay)
+            while True:
+                try:
+                    if self.current is None or self.current.not_after <= _now():
+                        await self.join()
+                    else:
+                        await self.renew()
+                    retry = MIN_RETRY
+                    break
+                except (IdentityError, OSError, ValueError, KeyError) as exc:
+                    wait = retry * random.uniform(0.5, 1.0)
+                    if self.current is not None:
+                        left = (self.current.not_after - _now()).total_seconds()
+                        if left > 0:
+                            wait = min(wait, max(0.5, left / 4))
+                    log.warning("identity: %s; retrying in %.1fs", exc, wait)
+                    await asyncio.sleep(wait)
+                    retry = min(retry * 2, MAX_RETRY)
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)

@@ -132,3 +132,29 @@ def test_from_endpoint_copies_another_tenant(meshctl, alice, charlie, api_server
         "import", "appmesh", "--from-endpoint", api_server.url, "--source-profile", "old",
     )  # fmt: skip
     assert f"0 created, 0 updated, {TOTAL} unchanged" in again.out
+
+
+def test_profile_services_section_sets_the_endpoint_and_var_overrides_a_default(
+    meshctl, aws_profiles, api_server, alice
+):
+    config = aws_profiles["config"]
+    config.write_text(
+        config.read_text()
+        + "\n[profile endpoint-in-profile]\nregion = us-east-1\nservices = local-meshplane\n"
+        + f"\n[services local-meshplane]\napp_mesh =\n  endpoint_url = {api_server.url}\n"
+    )
+    credentials = aws_profiles["credentials"]
+    credentials.write_text(
+        credentials.read_text()
+        + f"\n[endpoint-in-profile]\naws_access_key_id = {alice.key_id}\n"
+        + f"aws_secret_access_key = {alice.secret}\n"
+    )
+
+    plan = meshctl(
+        "import", "appmesh", "--from", str(FIXTURES / "terraform"), "--dry-run",
+        "--var", "domain=shop.example", "--profile", "endpoint-in-profile", profile="",
+    )  # fmt: skip
+
+    assert plan.code == 0, plan.err
+    assert "+ create    virtual service shop/catalog.shop.example" in plan.out
+    assert "+ create    virtual service shop/frontend.shop.local" in plan.out

@@ -22,6 +22,14 @@ class FrozenDict(Mapping):
     def __getitem__(self, key):
         return self._data[key]
 
+    # Mapping's get/__contains__ go through __getitem__ and an exception; the compiler
+    # calls these millions of times on a large mesh.
+    def get(self, key, default=None):
+        return self._data.get(key, default)
+
+    def __contains__(self, key) -> bool:
+        return key in self._data
+
     def __iter__(self) -> Iterator:
         return iter(self._data)
 
@@ -73,7 +81,11 @@ def thaw(value: Any) -> Any:
 def dig(spec: Any, *path: str, default: Any = None) -> Any:
     """spec[a][b][c] or default when any step is missing or None."""
     for key in path:
-        if not isinstance(spec, Mapping) or spec.get(key) is None:
+        # Exact type checks first: isinstance against the Mapping ABC is slow on hot paths.
+        if type(spec) is FrozenDict or type(spec) is dict or isinstance(spec, Mapping):
+            spec = spec.get(key)
+        else:
             return default
-        spec = spec[key]
+        if spec is None:
+            return default
     return spec

@@ -181,3 +181,17 @@ def test_control_plane_ca_is_public_and_matches_the_command(alice, api_server):
     out = io.StringIO()
     call_command("identity_ca", stdout=out)
     assert out.getvalue().encode() == response.content
+
+
+def test_rotation_through_the_api_keeps_the_old_ca_while_it_has_live_certificates(alice, world):
+    _, csr = key_and_csr()
+    identity.join(world["secret"], csr)  # a live certificate from the first CA
+    url = alice.base_url + V + f"/meshes/{M}/identity"
+    rotated = requests.post(url + "/rotate", headers=alice.bearer, timeout=30)
+    assert rotated.status_code == 200, rotated.text
+    body = rotated.json()
+    cas = body["certificateAuthorities"]
+    assert [(ca["generation"], ca["state"]) for ca in cas] == [(1, "trusted"), (2, "signing")]
+    assert cas[0]["lastLeafNotAfter"] is not None
+    assert body["trustBundle"] == cas[0]["certificate"] + cas[1]["certificate"]
+    assert AuditEvent.objects.filter(tenant=alice.tenant, action="RotateMeshCA").count() == 1

@@ -12,8 +12,10 @@ import base64
 import datetime
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from concurrent import futures
@@ -26,6 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from terraform_provider_meshplane._proto import tfplugin6_pb2_grpc as pb_grpc
 from terraform_provider_meshplane.provider import Provider
+from terraform_provider_meshplane.tlsfront import TLSFront
 
 MAGIC_COOKIE_KEY = "TF_PLUGIN_MAGIC_COOKIE"
 MAGIC_COOKIE = "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2"
@@ -141,23 +144,29 @@ def main() -> None:
     pb_grpc.add_ProviderServicer_to_server(Provider(), server)
     server.add_generic_rpc_handlers(_plugin_services(stop))
     client_cert = os.environ.get("PLUGIN_CLIENT_CERT")
+    front = None
     if client_cert:
+        # AutoMTLS: gRPC listens on a private Unix socket, TLSFront is what Terraform dials.
+        private = tempfile.mkdtemp(prefix="terraform-provider-meshplane-")
+        backend = os.path.join(private, "grpc.sock")
+        server.add_insecure_port(f"unix:{backend}")
         key_pem, cert_pem, cert_der = _server_certificate()
-        creds = grpc.ssl_server_credentials(
-            [(key_pem, cert_pem)],
-            root_certificates=client_cert.encode(),
-            require_client_auth=False,
-        )
-        port = server.add_secure_port("127.0.0.1:0", creds)
+        front = TLSFront(key_pem, cert_pem, client_cert, backend)
+        port = front.port
         cert_field = base64.b64encode(cert_der).decode().rstrip("=")
     else:
         port = server.add_insecure_port("127.0.0.1:0")
         cert_field = ""
     server.start()
+    if front is not None:
+        front.serve_forever()
     sys.stdout.write(f"1|{PROTOCOL_VERSION}|tcp|127.0.0.1:{port}|grpc|{cert_field}\n")
     sys.stdout.flush()
     threading.Thread(target=_exit_with_parent, args=(stop,), daemon=True).start()
     stop.wait()
+    if front is not None:
+        front.close()
+        shutil.rmtree(private, ignore_errors=True)
     server.stop(grace=1).wait()
     time.sleep(0.1)
 

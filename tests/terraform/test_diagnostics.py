@@ -1,0 +1,154 @@
+"""What a user sees when something is wrong, and the other ways to configure the provider."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.terraform.support import Terraform, terraform_binaries
+
+pytestmark = pytest.mark.e2e
+
+HEADER = """
+terraform {
+  required_providers {
+    meshplane = { source = "meshplane/meshplane" }
+  }
+}
+"""
+
+BAD_NODE = """
+resource "meshplane_virtual_node" "bad" {
+  name      = "bad"
+  mesh_name = meshplane_mesh.shop.name
+  spec {
+    listener {
+      port_mapping {
+        port     = 70000
+        protocol = "http"
+      }
+    }
+  }
+}
+"""
+
+
+@pytest.fixture
+def tf(alice, api_server, tmp_path):
+    """The first CLI found (the lifecycle test runs every one)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    _, binary = terraform_binaries()[0]
+    return Terraform(binary, work, api_server.url, alice.key_id, alice.secret)
+
+
+def _write(tf: Terraform, body: str) -> None:
+    (tf.workdir / "main.tf").write_text(HEADER + body)
+
+
+def test_api_error_points_at_the_attribute_and_writes_nothing(tf, alice):
+    mesh = 'provider "meshplane" {}\nresource "meshplane_mesh" "shop" {\n  name = "shop"\n}\n'
+    _write(tf, mesh + BAD_NODE)
+    done = tf.run("apply", "-input=false", "-auto-approve", ok=(1,))
+    assert "spec.listeners[0].portMapping.port: must be at most 65535" in done.err
+    # Terraform shows the offending line because the diagnostic carries its path.
+    assert re.search(r"\d+:\s+port\s+= 70000", done.err), done.err
+    assert alice.appmesh().list_virtual_nodes(meshName="shop")["virtualNodes"] == []
+
+    # The mesh (no spec: the server fills in DROP_ALL) plans clean once the node is gone.
+    _write(tf, mesh)
+    assert tf.plan_exitcode().rc == 0
+
+
+def test_import_id_of_the_wrong_shape_is_refused(tf):
+    _write(tf, 'provider "meshplane" {}\n' + BAD_NODE.replace("meshplane_mesh.shop.name", '"x"'))
+    done = tf.run("import", "-input=false", "meshplane_virtual_node.bad", "bad", ok=(1,))
+    assert "expected mesh_name/name" in done.err
+
+
+@pytest.mark.parametrize(
+    ("drop", "named"),
+    [
+        ("MESHPLANE_ENDPOINT", "endpoint"),
+        ("MESHPLANE_SECRET_ACCESS_KEY", "secret_access_key"),
+    ],
+)
+def test_missing_provider_setting_is_named(tf, drop, named):
+    _write(tf, 'provider "meshplane" {}\nresource "meshplane_mesh" "shop" {\n  name = "s"\n}\n')
+    del tf.env[drop]
+    done = tf.run("plan", "-input=false", ok=(1,))
+    assert f"{named}: " in done.err
+
+
+def test_profile_settings_and_data_sources(tf, alice):
+    """An aws-style profile carries endpoint, key and region; data sources read real specs."""
+    appmesh = alice.appmesh()
+    appmesh.create_mesh(meshName="shop")
+    listener = {
+        "portMapping": {"port": 8080, "protocol": "http"},
+        "healthCheck": {
+            "healthyThreshold": 2,
+            "intervalMillis": 5000,
+            "protocol": "http",
+            "path": "/ping",
+            "timeoutMillis": 2000,
+            "unhealthyThreshold": 2,
+        },
+    }
+    appmesh.create_virtual_node(
+        meshName="shop",
+        virtualNodeName="orders",
+        spec={"listeners": [listener], "serviceDiscovery": {"dns": {"hostname": "orders.local"}}},
+        tags=[{"key": "team", "value": "orders"}],
+    )
+    home = tf.workdir.parent
+    (home / "aws-config").write_text(
+        f"[profile meshplane]\nregion = us-east-1\nendpoint_url = {tf.env['MESHPLANE_ENDPOINT']}\n"
+    )
+    (home / "aws-credentials").write_text(
+        f"[meshplane]\naws_access_key_id = {alice.key_id}\naws_secret_access_key = {alice.secret}\n"
+    )
+    for name in ("MESHPLANE_ENDPOINT", "MESHPLANE_ACCESS_KEY_ID", "MESHPLANE_SECRET_ACCESS_KEY"):
+        del tf.env[name]
+    tf.env.update(
+        AWS_CONFIG_FILE=str(home / "aws-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(home / "aws-credentials"),
+    )
+    _write(
+        tf,
+        """
+provider "meshplane" {
+  profile = "meshplane"
+}
+
+data "meshplane_virtual_node" "orders" {
+  name      = "orders"
+  mesh_name = "shop"
+}
+
+output "health_path" {
+  value = data.meshplane_virtual_node.orders.spec.listener[0].health_check.path
+}
+
+output "hostname" {
+  value = data.meshplane_virtual_node.orders.spec.service_discovery.dns.hostname
+}
+
+output "tags" {
+  value = data.meshplane_virtual_node.orders.tags
+}
+
+output "arn" {
+  value = data.meshplane_virtual_node.orders.arn
+}
+""",
+    )
+    tf.run("apply", "-input=false", "-auto-approve")
+    node = appmesh.describe_virtual_node(meshName="shop", virtualNodeName="orders")
+    assert tf.outputs() == {
+        "health_path": "/ping",
+        "hostname": "orders.local",
+        "tags": {"team": "orders"},
+        "arn": node["virtualNode"]["metadata"]["arn"],
+    }

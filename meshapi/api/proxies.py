@@ -19,6 +19,7 @@ from rest_framework.response import Response
 
 from meshapi import models as m
 from meshapi.services import proxies as service
+from meshapi.services.instances import instances_of
 from tenants.scoping import Access, TenantScopedViewSet
 from workers import loader
 from workers.compiler import ProxyRequest, compile_proxy
@@ -69,11 +70,47 @@ class VersionSerializer(serializers.Serializer):
     warnings = serializers.ListField(child=serializers.CharField())
 
 
+class NackSerializer(serializers.Serializer):
+    type = serializers.CharField(help_text="listeners, routes, clusters, endpoints or secrets.")
+    version = serializers.CharField(help_text="The version the proxy rejected.")
+    errorDetail = serializers.CharField(help_text="The proxy's own words.")
+    at = serializers.DateTimeField()
+
+
+class ConnectionSerializer(serializers.Serializer):
+    stream = serializers.CharField()
+    replica = serializers.CharField()
+    protocol = serializers.CharField(help_text="sotw or delta.")
+    peer = serializers.CharField(help_text="The SPIFFE id it proved, or 'insecure'.")
+    openedAt = serializers.DateTimeField()
+    closedAt = serializers.DateTimeField(allow_null=True)
+
+
+class InstanceSerializer(serializers.Serializer):
+    """A running proxy of this node or gateway, as the xDS server last saw it."""
+
+    instanceId = serializers.CharField()
+    address = serializers.CharField()
+    ports = serializers.ListField(child=serializers.IntegerField())
+    consumer = serializers.CharField()
+    interception = serializers.CharField()
+    replica = serializers.CharField(help_text="The serve_xds replica holding its stream.")
+    connected = serializers.BooleanField()
+    connectedSince = serializers.DateTimeField(allow_null=True)
+    disconnectedAt = serializers.DateTimeField(allow_null=True)
+    ackedVersions = serializers.DictField(
+        child=serializers.CharField(), help_text="Per type, the version it acknowledged."
+    )
+    lastNack = NackSerializer(allow_null=True)
+    connections = ConnectionSerializer(many=True, help_text="Its recent streams, newest first.")
+
+
 class ProxyDetailSerializer(serializers.Serializer):
     kind = serializers.CharField()
     name = serializers.CharField()
     nodeId = serializers.CharField()
     variants = ProxySerializer(many=True)
+    instances = InstanceSerializer(many=True)
 
 
 class ConfigSerializer(ProxySerializer):
@@ -183,7 +220,9 @@ class ProxyViewSet(TenantScopedViewSet):
 
     @extend_schema(responses=ProxyDetailSerializer)
     def retrieve(self, request, mesh: str, proxy: str):
-        """The proxy and every variant of it that is kept compiled."""
+        """The proxy, every variant of it that is kept compiled, and its instances: each
+        running proxy connected (or lately connected) to the xDS server, the version of
+        each type it acknowledged and the last configuration it rejected, with why."""
         ref = self._proxy()
         rows = {(r.consumer, r.interception): r for r in service.variants_of(ref)}
         rows.setdefault(("envoy", "redirect"), None)
@@ -194,6 +233,7 @@ class ProxyViewSet(TenantScopedViewSet):
                 "name": ref.name,
                 "nodeId": f"mesh/{ref.mesh.name}/{ref.label}",
                 "variants": variants,
+                "instances": instances_of(ref),
             }
         )
 

@@ -1,6 +1,7 @@
 from meshapi.models.endpoints import Endpoint
 from meshapi.models.gateways import GatewayRoute, VirtualGateway
 from meshapi.models.idempotency import IdempotencyRecord
+from meshapi.models.instances import ProxyConnection, ProxyInstance
 from meshapi.models.meshes import Mesh
 from meshapi.models.nodes import VirtualNode, VirtualService
 from meshapi.models.proxies import (
@@ -20,6 +21,8 @@ __all__ = [
     "IdempotencyRecord",
     "Mesh",
     "ProxyConfig",
+    "ProxyConnection",
+    "ProxyInstance",
     "ProxyKind",
     "ProxyVersion",
     "Route",

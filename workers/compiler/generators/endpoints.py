@@ -8,7 +8,7 @@ Cloud Map one, else the mesh's) filters or orders addresses by family.
 import ipaddress
 
 from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import health_check_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.endpoint.v3 import endpoint_components_pb2 as ec
 from envoy.config.endpoint.v3 import endpoint_pb2
 
@@ -42,7 +42,14 @@ def generate(plan: Plan, out: Builder) -> None:
             plan.ctx.endpoints_of(upstream.node, upstream.port.port), preference
         )
         key = ("cla", name, endpoints)
-        out.add(xds.ENDPOINT, name, out.shared(key, lambda _, n=name, e=endpoints: _cla(n, e)))
+        # gRPC drops a locality without a weight ("contains no localities"); Envoy ignores
+        # locality weights unless locality-weighted balancing is on.
+        weighted = plan.proxy.consumer == "grpc"
+        out.add(
+            xds.ENDPOINT,
+            name,
+            out.shared(key, lambda _, n=name, e=endpoints, w=weighted: _cla(n, e, w)),
+        )
 
 
 def _family(address: str) -> int:
@@ -64,7 +71,9 @@ def _by_preference(endpoints: tuple[Endpoint, ...], preference) -> tuple[Endpoin
     return endpoints
 
 
-def _cla(name: str, endpoints: tuple[Endpoint, ...]) -> endpoint_pb2.ClusterLoadAssignment:
+def _cla(
+    name: str, endpoints: tuple[Endpoint, ...], weighted: bool = False
+) -> endpoint_pb2.ClusterLoadAssignment:
     lb = [
         ec.LbEndpoint(
             endpoint=ec.Endpoint(address=xds.socket(e.address, e.port)),
@@ -72,5 +81,8 @@ def _cla(name: str, endpoints: tuple[Endpoint, ...]) -> endpoint_pb2.ClusterLoad
         )
         for e in endpoints
     ]
-    locality = [ec.LocalityLbEndpoints(lb_endpoints=lb)] if lb else []
+    extra = (
+        {"locality": base_pb2.Locality(), "load_balancing_weight": xds.u32(1)} if weighted else {}
+    )
+    locality = [ec.LocalityLbEndpoints(lb_endpoints=lb, **extra)] if lb else []
     return endpoint_pb2.ClusterLoadAssignment(cluster_name=name, endpoints=locality)

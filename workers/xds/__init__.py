@@ -1,0 +1,1 @@
+"""The xDS management server (see docs/xds.md)."""

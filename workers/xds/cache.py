@@ -1,0 +1,339 @@
+"""The replica's in-memory configuration cache: stored snapshots, serialized once.
+
+A proxy variant is keyed by (tenant account id, node id, consumer, interception), as the
+compile pipeline publishes it. The cache holds the variants some stream on this replica
+watches: their current version and, per type, {name: Resource}. A `Resource` carries the
+bytes a response needs, encoded once when first read from the database and shared by
+every variant and stream using the same stored message (a cluster used by 500 proxies is
+held and encoded once per replica), so a push only concatenates prepared bytes.
+
+Freshness (`CacheRefresher`): a thread subscribed to the Redis channel reloads a watched
+variant when a new version of it is published; on start and after every reconnect it
+re-reads every watched variant (anything published while it was away), and it polls the
+stored versions slowly as a fallback, so no version is missed for long even if a publish
+was lost. The loading runs in threads (Django's ORM is synchronous); entries are swapped
+in on the event loop, which then notifies the streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from workers.compiler import xds
+
+log = logging.getLogger(__name__)
+
+TYPES = xds.TYPE_ORDER  # CDS, EDS, LDS, RDS, SDS: the order a push goes in
+POLL_SECONDS = 30.0  # fallback poll of stored versions
+RECONNECT_SECONDS = 1.0
+
+
+# ------------------------------------------------------------------ wire encoding
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def field_bytes(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (strings, bytes, messages)."""
+    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+
+
+def text_field(number: int, value: str) -> bytes:
+    return field_bytes(number, value.encode()) if value else b""
+
+
+class Resource:
+    """One stored xDS message, encoded once: as a DiscoveryResponse `resources` entry
+    (an Any) and as a DeltaDiscoveryResponse `resources` entry (a Resource with its name
+    and version, the content digest)."""
+
+    __slots__ = ("__weakref__", "delta", "digest", "name", "sotw", "type_url")
+
+    def __init__(self, type_url: str, name: str, digest: str, body: bytes) -> None:
+        self.type_url = type_url
+        self.name = name
+        self.digest = digest
+        packed = text_field(1, type_url) + field_bytes(2, body)  # google.protobuf.Any
+        self.sotw = field_bytes(2, packed)
+        self.delta = field_bytes(
+            2, text_field(3, name) + text_field(1, digest) + field_bytes(2, packed)
+        )
+
+
+@dataclass(frozen=True)
+class Key:
+    tenant: str  # account id
+    node_id: str  # mesh/<mesh>/<kind>/<name>
+    consumer: str
+    interception: str
+
+    @property
+    def mesh(self) -> str:
+        return self.node_id.split("/")[1]
+
+    @property
+    def kind(self) -> str:
+        return self.node_id.split("/")[2]
+
+    @property
+    def name(self) -> str:
+        return self.node_id.split("/", 3)[3]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A variant's configuration as stored: `version` None when it has none (not compiled
+    yet, or the proxy was deleted): every type is then empty."""
+
+    key: Key
+    version: str | None
+    seq: int  # the stored version's row id: a later store has a larger one
+    type_versions: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, dict[str, Resource]] = field(default_factory=dict)
+
+    def of(self, type_url: str) -> dict[str, Resource]:
+        return self.resources.get(type_url, {})
+
+
+Watcher = Callable[[Entry], None]
+
+
+class ConfigCache:
+    """Entries of watched variants. Lives on one event loop; `load` runs in threads."""
+
+    def __init__(self) -> None:
+        self.entries: dict[Key, Entry] = {}
+        self.watchers: dict[Key, set[Watcher]] = {}
+        self._encoded: weakref.WeakValueDictionary[tuple, Resource] = weakref.WeakValueDictionary()
+        self._encoded_lock = threading.Lock()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    # -------------------------------------------------------------- watching (loop)
+
+    async def watch(self, key: Key, watcher: Watcher) -> Entry | None:
+        """Register a stream's interest; the variant's entry (loaded now if this replica
+        had no stream on it), or None when it has no stored version yet."""
+        self.loop = asyncio.get_running_loop()
+        self.watchers.setdefault(key, set()).add(watcher)
+        if key not in self.entries:
+            entry = await asyncio.to_thread(self.load, key)
+            self._swap(entry)
+        entry = self.entries.get(key)
+        return entry if entry is not None and entry.version is not None else None
+
+    def unwatch(self, key: Key, watcher: Watcher) -> None:
+        watchers = self.watchers.get(key)
+        if watchers is None:
+            return
+        watchers.discard(watcher)
+        if not watchers:
+            del self.watchers[key]
+            self.entries.pop(key, None)
+
+    def watched(self) -> list[Key]:
+        return list(self.watchers)
+
+    def _swap(self, entry: Entry) -> None:
+        """Install a freshly loaded entry unless a newer one is in place; tell watchers."""
+        old = self.entries.get(entry.key)
+        if old is not None:
+            if old.version == entry.version:
+                return
+            # A load that finished late must not replace a newer version; a variant that
+            # is gone (version None) always replaces what was there.
+            if entry.version is not None and old.seq > entry.seq:
+                return
+        if entry.key not in self.watchers:
+            return  # nobody watches it any more
+        self.entries[entry.key] = entry
+        for watcher in list(self.watchers.get(entry.key, ())):
+            watcher(entry)
+
+    def offer(self, entries: Iterable[Entry]) -> None:
+        """From any thread: install loaded entries on the loop."""
+        if self.loop is None:
+            return
+        entries = list(entries)
+        if entries:
+            self.loop.call_soon_threadsafe(lambda: [self._swap(e) for e in entries])
+
+    # -------------------------------------------------------------- loading (threads)
+
+    def load(self, key: Key) -> Entry:
+        """Read a variant's current stored version (runs in a thread)."""
+        return self.load_many([key])[0]
+
+    def load_many(self, keys: list[Key]) -> list[Entry]:
+        from django.db import close_old_connections
+
+        from meshapi.models import ConfigResource, ProxyConfig
+
+        close_old_connections()
+        try:
+            out: list[Entry] = []
+            for key in keys:
+                row = (
+                    ProxyConfig.objects.filter(
+                        tenant__account_id=key.tenant,
+                        mesh__name=key.mesh,
+                        kind=key.kind,
+                        name=key.name,
+                        consumer=key.consumer,
+                        interception=key.interception,
+                    )
+                    .select_related("current")
+                    .first()
+                )
+                current = row.current if row is not None else None
+                if current is None:
+                    out.append(Entry(key, None, 0))
+                    continue
+                manifest: dict[str, dict[str, str]] = current.resources
+                resources: dict[str, dict[str, Resource]] = {}
+                missing: dict[tuple[str, str], list[str]] = {}
+                with self._encoded_lock:
+                    for type_url, names in manifest.items():
+                        bucket = resources.setdefault(type_url, {})
+                        for name, digest in names.items():
+                            found = self._encoded.get((row.mesh_id, type_url, digest, name))
+                            if found is not None:
+                                bucket[name] = found
+                            else:
+                                missing.setdefault((type_url, digest), []).append(name)
+                if missing:
+                    bodies = ConfigResource.objects.filter(
+                        mesh_id=row.mesh_id, digest__in={d for _, d in missing}
+                    ).values_list("type_url", "digest", "body")
+                    with self._encoded_lock:
+                        for type_url, digest, body in bodies:
+                            for name in missing.get((type_url, digest), ()):
+                                ident = (row.mesh_id, type_url, digest, name)
+                                resource = self._encoded.get(ident)
+                                if resource is None:
+                                    resource = Resource(type_url, name, digest, bytes(body))
+                                    self._encoded[ident] = resource
+                                resources[type_url][name] = resource
+                out.append(
+                    Entry(key, current.version, current.pk, dict(current.type_versions), resources)
+                )
+            return out
+        finally:
+            close_old_connections()
+
+    def stored_versions(self, keys: list[Key]) -> dict[Key, str | None]:
+        """The current stored version of each key, one query per mesh (the poll)."""
+        from django.db import close_old_connections
+
+        from meshapi.models import ProxyConfig
+
+        close_old_connections()
+        by_mesh: dict[tuple[str, str], list[Key]] = {}
+        for key in keys:
+            by_mesh.setdefault((key.tenant, key.mesh), []).append(key)
+        out: dict[Key, str | None] = dict.fromkeys(keys)
+        for (tenant, mesh), group in by_mesh.items():
+            rows = ProxyConfig.objects.filter(
+                tenant__account_id=tenant, mesh__name=mesh, name__in={k.name for k in group}
+            ).values_list("kind", "name", "consumer", "interception", "current__version")
+            for kind, name, consumer, interception, version in rows:
+                key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", consumer, interception)
+                if key in out:
+                    out[key] = version
+        close_old_connections()
+        return out
+
+
+class CacheRefresher:
+    """Keeps a cache current: Redis pub/sub, re-read on (re)subscribe, slow poll."""
+
+    def __init__(self, cache: ConfigCache, poll_seconds: float = POLL_SECONDS) -> None:
+        self.cache = cache
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.subscribed = threading.Event()  # set while subscribed (tests wait on it)
+        self.resubscriptions = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="xds-refresher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _reload(self, keys: list[Key]) -> None:
+        if keys:
+            self.cache.offer(self.cache.load_many(keys))
+
+    def _reread_all(self) -> None:
+        """Reload every watched key whose stored version differs from the cached one."""
+        keys = self.cache.watched()
+        if not keys:
+            return
+        stored = self.cache.stored_versions(keys)
+        stale = []
+        for key in keys:
+            entry = self.cache.entries.get(key)
+            if entry is None or entry.version != stored.get(key):
+                stale.append(key)
+        self._reload(stale)
+
+    def _run(self) -> None:
+        from workers import publish
+
+        while not self._stop.is_set():
+            try:
+                with publish.subscribe() as subscription:
+                    self.subscribed.set()
+                    self.resubscriptions += 1
+                    log.info("xds: subscribed to configuration updates; re-reading stored versions")
+                    self._reread_all()
+                    next_poll = time.monotonic() + self.poll_seconds
+                    while not self._stop.is_set():
+                        message = subscription.get(timeout=0.5)
+                        if message is not None:
+                            self._handle(message)
+                        if time.monotonic() >= next_poll:
+                            self._reread_all()
+                            next_poll = time.monotonic() + self.poll_seconds
+            except Exception:  # noqa: BLE001 - Redis away: poll, then resubscribe
+                self.subscribed.clear()
+                log.warning("xds: configuration subscription lost; retrying", exc_info=True)
+                try:
+                    self._reread_all()
+                except Exception:  # noqa: BLE001 - the database may be away too
+                    log.warning("xds: re-reading stored versions failed", exc_info=True)
+                self._stop.wait(RECONNECT_SECONDS)
+        self.subscribed.clear()
+
+    def _handle(self, message: dict) -> None:
+        key = Key(
+            str(message.get("tenant")),
+            str(message.get("proxy")),
+            str(message.get("consumer")),
+            str(message.get("interception")),
+        )
+        if key not in self.cache.watchers:
+            return
+        entry = self.cache.entries.get(key)
+        if entry is not None and entry.version == message.get("version"):
+            return
+        self._reload([key])

@@ -1,0 +1,151 @@
+"""Incremental ADS (`DeltaAggregatedResources`): one stream's protocol state.
+
+Like sotw.py, pure protocol. The server tracks what the client holds ({name: version},
+the version being the resource's content digest, seeded from `initial_resource_versions`
+when a client reconnects), and sends only resources whose digest differs, so a client
+resuming after a control-plane restart is sent nothing it already has. Per type:
+
+- subscriptions change with every request (`*` or a first request without names is a
+  wildcard for listeners and clusters); unsubscribed names are forgotten, not removed;
+- a subscribed name the proxy does not have is listed in `removed_resources` once;
+- ACK/NACK match the nonce of a response; an unknown nonce is stale and ignored; a NACK is
+  reported with the response's system version and the resources it carried are not sent
+  again in that same version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workers.compiler import xds
+from workers.xds.cache import TYPES, Entry, text_field
+from workers.xds.served import REFERRERS, Served
+from workers.xds.sotw import WILDCARD_TYPES, Reporter
+
+
+@dataclass
+class DeltaTypeState:
+    wildcard: bool = False
+    names: set[str] = field(default_factory=set)
+    client_has: dict[str, str] = field(default_factory=dict)
+    told_absent: set[str] = field(default_factory=set)
+    pending: dict[str, str] = field(default_factory=dict)  # nonce → system version
+    responded: bool = False
+    rejected: bool = False
+    nacked: set[tuple[str, str]] = field(default_factory=set)  # (name, digest)
+    last_sent: dict[str, dict[str, str]] = field(default_factory=dict)  # nonce → {name: digest}
+
+
+class DeltaStream:
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.served = Served()
+        self.types: dict[str, DeltaTypeState] = {}
+        self._nonce = 0
+
+    def on_entry(self, entry: Entry) -> list[bytes]:
+        self.served.update(entry)
+        out: list[bytes] = []
+        for type_url in TYPES:
+            out += self._maybe_send(type_url)
+        return out + self._maybe_retire()
+
+    def on_request(self, request) -> list[bytes]:
+        type_url = request.type_url
+        if type_url not in TYPES:
+            return []
+        state = self.types.get(type_url)
+        if state is None:
+            state = self.types[type_url] = DeltaTypeState()
+            state.client_has = dict(request.initial_resource_versions)
+            if type_url in WILDCARD_TYPES and not request.resource_names_subscribe:
+                state.wildcard = True
+        for name in request.resource_names_subscribe:
+            if name == "*":
+                state.wildcard = True
+            else:
+                state.names.add(name)
+                state.told_absent.discard(name)
+        for name in request.resource_names_unsubscribe:
+            if name == "*":
+                state.wildcard = False
+            else:
+                state.names.discard(name)
+                state.told_absent.discard(name)
+                if not state.wildcard:
+                    state.client_has.pop(name, None)
+        nonce = request.response_nonce
+        if nonce and nonce in state.pending:
+            version = state.pending.pop(nonce)
+            sent = state.last_sent.pop(nonce, {})
+            # Older responses the client answered only through this one are settled too.
+            for older in [n for n in state.pending if int(n) < int(nonce)]:
+                state.pending.pop(older)
+                state.last_sent.pop(older, None)
+            if request.HasField("error_detail"):
+                state.rejected = True
+                state.nacked.update(sent.items())
+                self.reporter.nacked(type_url, version, request.error_detail.message)
+            else:
+                state.rejected = False
+                self.reporter.acked(type_url, version)
+        return self._maybe_send(type_url) + self._maybe_retire()
+
+    def _maybe_send(self, type_url: str) -> list[bytes]:
+        state = self.types.get(type_url)
+        entry = self.served.entry
+        if state is None or entry is None:
+            return []
+        resources = self.served.resources(type_url)
+        if state.wildcard:
+            wanted = resources
+        else:
+            wanted = {n: resources[n] for n in state.names if n in resources}
+        updates = [
+            r
+            for name, r in sorted(wanted.items())
+            if state.client_has.get(name) != r.digest and (name, r.digest) not in state.nacked
+        ]
+        removed = sorted(
+            n for n in state.client_has if n not in wanted and (state.wildcard or n in state.names)
+        )
+        absent = sorted(
+            n
+            for n in state.names
+            if n not in resources and n not in state.client_has and n not in state.told_absent
+        )
+        first = not state.responded and entry.version is not None
+        if not updates and not removed and not absent and not first:
+            return []
+        for r in updates:
+            state.client_has[r.name] = r.digest
+        for name in removed:
+            del state.client_has[name]
+        state.told_absent.update(absent)
+        self._nonce += 1
+        nonce = str(self._nonce)
+        version = self.served.version(type_url)
+        state.pending[nonce] = version
+        state.last_sent[nonce] = {r.name: r.digest for r in updates}
+        state.responded = True
+        return [
+            b"".join(
+                [
+                    text_field(1, version),
+                    *(r.delta for r in updates),
+                    text_field(4, type_url),
+                    text_field(5, nonce),
+                    *(text_field(6, n) for n in removed + absent),
+                ]
+            )
+        ]
+
+    def _maybe_retire(self) -> list[bytes]:
+        if not self.served.has_retiring:
+            return []
+        for type_url in REFERRERS:
+            state = self.types.get(type_url)
+            if state is not None and (state.pending or state.rejected):
+                return []
+        self.served.retire()
+        return self._maybe_send(xds.CLUSTER) + self._maybe_send(xds.ENDPOINT)

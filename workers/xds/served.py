@@ -1,0 +1,63 @@
+"""What one stream serves: the variant's current entry plus clusters being retired.
+
+Make-before-break: when a new version drops clusters, the stream keeps serving them (and
+their endpoints) until the client has ACKed the listeners and route configurations of the
+new version, so no route points at a cluster the proxy already removed (zero 503s during
+a change). Only then are they removed (a CDS response without them in state of the world,
+`removed_resources` in delta). A NACKed route update keeps them: the proxy still routes
+by the old routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from workers.compiler import xds
+from workers.xds.cache import Entry, Resource
+
+RETIRABLE = (xds.CLUSTER, xds.ENDPOINT)
+# The types whose ACK releases retiring clusters: what refers to clusters.
+REFERRERS = (xds.LISTENER, xds.ROUTE)
+
+
+class Served:
+    def __init__(self) -> None:
+        self.entry: Entry | None = None
+        self.retiring: dict[str, dict[str, Resource]] = {t: {} for t in RETIRABLE}
+
+    def update(self, entry: Entry) -> None:
+        old = self.entry
+        if old is not None and entry.version is not None:
+            for type_url in RETIRABLE:
+                keep = self.retiring[type_url]
+                new_names = entry.of(type_url)
+                for name, resource in old.of(type_url).items():
+                    if name not in new_names:
+                        keep[name] = resource
+                for name in new_names:
+                    keep.pop(name, None)
+        else:  # first entry, or the proxy is gone: nothing to keep
+            self.retiring = {t: {} for t in RETIRABLE}
+        self.entry = entry
+
+    @property
+    def has_retiring(self) -> bool:
+        return any(self.retiring.values())
+
+    def retire(self) -> None:
+        self.retiring = {t: {} for t in RETIRABLE}
+
+    def resources(self, type_url: str) -> dict[str, Resource]:
+        current = self.entry.of(type_url) if self.entry is not None else {}
+        retiring = self.retiring.get(type_url)
+        return {**retiring, **current} if retiring else current
+
+    def version(self, type_url: str) -> str:
+        if self.entry is None or self.entry.version is None:
+            return ""
+        base = self.entry.type_versions.get(type_url, "")
+        retiring = self.retiring.get(type_url)
+        if not retiring:
+            return base
+        tail = hashlib.sha256("\n".join(sorted(retiring)).encode()).hexdigest()[:8]
+        return f"{base}+{tail}"

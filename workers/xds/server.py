@@ -1,0 +1,282 @@
+"""The ADS service on grpc.aio: stream open (who, what variant, status, endpoints), then
+the stream's events (requests from the client, new entries from the cache) go through the
+pure protocol state (sotw.py / delta.py) and its encoded responses are written out.
+
+Responses are pre-encoded bytes (cache.Resource): the method handlers' response serializer
+passes them through, so a resource is encoded once per version for every stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+
+import grpc
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections
+from envoy.service.discovery.v3 import discovery_pb2
+
+from workers.compiler.context import CONSUMERS, INTERCEPTIONS
+from workers.xds import auth
+from workers.xds.cache import CacheRefresher, ConfigCache, Entry, Key
+from workers.xds.delta import DeltaStream
+from workers.xds.sotw import SotwStream
+from workers.xds.status import Declared, StatusRecorder
+
+log = logging.getLogger(__name__)
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+GRACE_SECONDS = 30.0
+
+
+def default_replica() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _ports(value) -> list[int]:
+    if value in (None, ""):
+        return []
+    items = value if isinstance(value, list) else str(value).split(",")
+    try:
+        ports = sorted({int(float(p)) for p in items})
+    except (TypeError, ValueError):
+        raise auth.Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node.metadata.ports must be a list of port numbers, not {value!r}.",
+        ) from None
+    if any(not 0 < p < 65536 for p in ports):
+        raise auth.Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node.metadata.ports: {ports} has a port out of range.",
+        )
+    return ports
+
+
+def _peer_address(peer: str) -> str:
+    """'ipv4:127.0.0.1:5555' / 'ipv6:[::1]:5555' → the IP address."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return ""
+
+
+def declared_of(node, identity: auth.Identity, peer: str) -> Declared:
+    """consumer, interception, instance id, address and ports from node.metadata."""
+    metadata = auth.metadata_of(node)
+    consumer = str(metadata.get("consumer") or "envoy")
+    interception = str(metadata.get("interception") or "redirect")
+    if consumer not in CONSUMERS:
+        raise auth.Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node.metadata.consumer '{consumer}' must be one of {', '.join(CONSUMERS)}.",
+        )
+    if interception not in INTERCEPTIONS:
+        raise auth.Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node.metadata.interception '{interception}' must be one of "
+            f"{', '.join(INTERCEPTIONS)}.",
+        )
+    if identity.kind == "virtualGateway" and consumer != "envoy":
+        raise auth.Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "node.metadata.consumer: a virtual gateway's proxy is always Envoy (consumer=envoy).",
+        )
+    address = str(metadata.get("address") or _peer_address(peer))
+    if address:
+        from meshapi.services.endpoints import EndpointError, check_address
+
+        try:
+            address = check_address(address)
+        except EndpointError as exc:
+            raise auth.Refused(
+                grpc.StatusCode.INVALID_ARGUMENT, f"node.metadata.{exc.message}"
+            ) from exc
+    instance_id = str(metadata.get("instance_id") or metadata.get("instanceId") or "")
+    instance_id = instance_id or f"{address or 'unknown'}/{node.id}"
+    return Declared(
+        consumer, interception, instance_id[:255], address, _ports(metadata.get("ports"))
+    )
+
+
+def ensure_variant(identity: auth.Identity, consumer: str, interception: str) -> None:
+    """The proxy must exist; a variant nobody asked for before is queued for compiling."""
+    from meshapi.services import proxies
+    from tenants.models import Tenant
+
+    close_old_connections()
+    tenant = Tenant.objects.get(pk=identity.tenant_id)
+    try:
+        ref = proxies.find_proxy(tenant, identity.mesh, identity.kind, identity.name)
+    except proxies.ProxyNotFound as exc:
+        raise auth.Refused(grpc.StatusCode.NOT_FOUND, str(exc)) from exc
+    if proxies.request_variant(ref, consumer, interception):
+        from workers.tasks.compile import enqueue_compile
+
+        enqueue_compile(ref.mesh.id)
+
+
+@dataclass
+class Session:
+    identity: auth.Identity
+    declared: Declared
+    key: Key
+    stream: str
+
+
+class XdsServer:
+    """The ADS service of one replica."""
+
+    def __init__(
+        self,
+        *,
+        insecure: bool = False,
+        replica: str | None = None,
+        grace_seconds: float = GRACE_SECONDS,
+        poll_seconds: float | None = None,
+    ) -> None:
+        self.insecure = insecure
+        self.replica = replica or default_replica()
+        self.cache = ConfigCache()
+        self.refresher = (
+            CacheRefresher(self.cache, poll_seconds) if poll_seconds else CacheRefresher(self.cache)
+        )
+        self.status = StatusRecorder(self.replica, grace_seconds)
+        self._background: list[asyncio.Task] = []
+        self._closing: set[asyncio.Task] = set()
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        def passthrough(data: bytes) -> bytes:
+            return data
+
+        return grpc.method_handlers_generic_handler(
+            ADS_SERVICE,
+            {
+                "StreamAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.stream_sotw,
+                    request_deserializer=discovery_pb2.DiscoveryRequest.FromString,
+                    response_serializer=passthrough,
+                ),
+                "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                    self.stream_delta,
+                    request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                    response_serializer=passthrough,
+                ),
+            },
+        )
+
+    async def start(self) -> None:
+        self.cache.loop = asyncio.get_running_loop()
+        self.refresher.start()
+        self._background.append(asyncio.create_task(self.status.run()))
+
+    async def stop(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await self.status.flush()
+        await asyncio.to_thread(self.refresher.stop)
+
+    # -------------------------------------------------------------- streams
+
+    # grpc.aio tells streaming handlers by their being async generator functions.
+    async def stream_sotw(self, request_iterator, context):
+        async for response in self._stream(request_iterator, context, "sotw"):
+            yield response
+
+    async def stream_delta(self, request_iterator, context):
+        async for response in self._stream(request_iterator, context, "delta"):
+            yield response
+
+    async def _open(self, first, context) -> Session:
+        node = first.node
+        if not node.id:
+            raise auth.Refused(
+                grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry node.id."
+            )
+        if self.insecure:
+            identity = await auth.authenticate_insecure(node)
+        else:
+            identity = await auth.authenticate_tls(node, context.auth_context())
+        declared = declared_of(node, identity, context.peer())
+        await sync_to_async(ensure_variant, thread_sensitive=False)(
+            identity, declared.consumer, declared.interception
+        )
+        key = Key(identity.account_id, identity.node_id, declared.consumer, declared.interception)
+        return Session(identity, declared, key, uuid.uuid4().hex)
+
+    async def _stream(self, request_iterator, context, protocol: str):
+        iterator = request_iterator.__aiter__()
+        try:
+            first = await iterator.__anext__()
+        except StopAsyncIteration:
+            return
+        try:
+            session = await self._open(first, context)
+        except auth.Refused as exc:
+            log.warning(
+                "xds: refused a %s stream from %s: %s", protocol, context.peer(), exc.message
+            )
+            await context.abort(exc.code, exc.message)
+            return
+        reporter = await self.status.open(
+            session.identity, session.declared, session.stream, protocol
+        )
+        log.info(
+            "xds: %s stream %s opened by %s (%s) as %s",
+            protocol,
+            session.stream,
+            session.identity.node_id,
+            session.identity.peer,
+            session.declared.instance_id,
+        )
+        handler = SotwStream(reporter) if protocol == "sotw" else DeltaStream(reporter)
+        events: asyncio.Queue = asyncio.Queue()
+
+        def on_entry(entry: Entry) -> None:
+            events.put_nowait(("entry", entry))
+
+        async def read() -> None:
+            try:
+                async for request in iterator:
+                    events.put_nowait(("request", request))
+            except Exception as exc:  # noqa: BLE001 - the client went away
+                events.put_nowait(("end", exc))
+            else:
+                events.put_nowait(("end", None))
+
+        reader: asyncio.Task | None = None
+        try:
+            entry = await self.cache.watch(session.key, on_entry)
+            if entry is not None:
+                for response in handler.on_entry(entry):
+                    yield response
+            for response in handler.on_request(first):
+                yield response
+            reader = asyncio.create_task(read())
+            while True:
+                kind, item = await events.get()
+                if kind == "end":
+                    break
+                responses = (
+                    handler.on_request(item) if kind == "request" else handler.on_entry(item)
+                )
+                for response in responses:
+                    yield response
+        finally:
+            if reader is not None:
+                reader.cancel()
+            self.cache.unwatch(session.key, on_entry)
+            log.info("xds: stream %s of %s closed", session.stream, session.identity.node_id)
+            # A task of its own: the stream's task may be cancelled while it closes.
+            closing = asyncio.create_task(
+                self.status.close(session.identity, session.declared, reporter)
+            )
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)

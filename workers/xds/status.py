@@ -1,0 +1,277 @@
+"""Status of connected proxies: instances, their ACKs and NACKs, connection history, and
+the endpoints a proxy registers by connecting.
+
+The stream code reports ACKs and NACKs on the event loop (`InstanceReporter`); the
+`StatusRecorder` writes them from a thread in small batches (an ACK storm after a push to
+1,000 proxies is a few bulk statements, not 4,000 round trips, and the loop never waits on
+the database). Every write is conditional on the stream still owning the instance row, so
+a proxy that reconnected elsewhere is never marked by its old stream.
+
+Endpoint registration: a virtual node's proxy registers its address on the node's listener
+ports when its stream opens (source `registered`), and is deregistered a grace period
+after the stream closes, unless the instance reconnected meanwhile (on any replica): a
+control-plane restart or a proxy's reconnect does not churn endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from workers.xds.auth import Identity
+
+log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 0.1
+
+
+@dataclass
+class Declared:
+    """What the proxy declared in node.metadata (and where it connected from)."""
+
+    consumer: str
+    interception: str
+    instance_id: str
+    address: str
+    ports: list[int]
+
+
+@dataclass
+class InstanceReporter:
+    """ACK/NACK sink of one stream (see sotw.Reporter)."""
+
+    recorder: StatusRecorder
+    instance_pk: int
+    stream: str
+    acks: dict[str, str] = field(default_factory=dict)
+    last_nack: dict | None = None
+
+    def acked(self, type_url: str, version: str) -> None:
+        if self.acks.get(type_url) != version:
+            self.acks[type_url] = version
+            self.recorder.mark(self)
+
+    def nacked(self, type_url: str, version: str, message: str) -> None:
+        self.last_nack = {
+            "typeUrl": type_url,
+            "version": version,
+            "errorDetail": message,
+            "at": timezone.now().isoformat(),
+        }
+        log.warning(
+            "xds: instance %s NACKed %s %s: %s", self.instance_pk, type_url, version, message
+        )
+        self.recorder.mark(self)
+
+
+# ------------------------------------------------------------------ database (threads)
+
+
+def _listener_ports(node) -> list[int]:
+    return sorted(
+        {
+            int(listener["portMapping"]["port"])
+            for listener in node.spec.get("listeners") or []
+            if (listener.get("portMapping") or {}).get("port") is not None
+        }
+    )
+
+
+def registrable_ports(identity: Identity, declared: Declared) -> list[int]:
+    """The ports this instance serves its node on, if callers find it through us (nodes
+    found by DNS are reached through their host name; gateways are not called in-mesh)."""
+    from meshapi.models import VirtualNode
+
+    if identity.kind != "virtualNode" or not declared.address:
+        return []
+    node = VirtualNode.objects.filter(
+        mesh__tenant_id=identity.tenant_id, mesh__name=identity.mesh, name=identity.name
+    ).first()
+    if node is None or "dns" in (node.spec.get("serviceDiscovery") or {}):
+        return []
+    ports = _listener_ports(node)
+    if declared.ports:
+        ports = [p for p in ports if p in declared.ports]
+    return ports
+
+
+def open_instance(
+    identity: Identity, declared: Declared, replica: str, stream: str, protocol: str
+) -> int:
+    """Record the stream (instance row + history) and register the instance's endpoints."""
+    from meshapi.models import Mesh, ProxyConnection, ProxyInstance
+    from meshapi.models.instances import CONNECTIONS_KEPT
+    from meshapi.services import endpoints
+    from tenants.models import Tenant
+
+    close_old_connections()
+    now = timezone.now()
+    mesh = Mesh.objects.get(tenant_id=identity.tenant_id, name=identity.mesh)
+    with transaction.atomic():
+        instance, _ = ProxyInstance.objects.select_for_update().get_or_create(
+            mesh=mesh,
+            kind=identity.kind,
+            name=identity.name,
+            instance_id=declared.instance_id,
+            defaults={"tenant_id": identity.tenant_id},
+        )
+        instance.address = declared.address
+        instance.ports = declared.ports
+        instance.consumer = declared.consumer
+        instance.interception = declared.interception
+        instance.replica = replica
+        instance.stream = stream
+        instance.connected_since = now
+        instance.disconnected_at = None
+        instance.acked = {}
+        instance.save()
+        ProxyConnection.objects.create(
+            instance=instance,
+            stream=stream,
+            replica=replica,
+            protocol=protocol,
+            peer=identity.peer,
+            opened_at=now,
+        )
+        old = list(instance.connections.values_list("pk", flat=True)[CONNECTIONS_KEPT:])
+        if old:
+            ProxyConnection.objects.filter(pk__in=old).delete()
+    tenant = Tenant.objects.get(pk=identity.tenant_id)
+    for port in registrable_ports(identity, declared):
+        try:
+            endpoints.register(
+                tenant,
+                mesh_name=identity.mesh,
+                node_name=identity.name,
+                port=port,
+                address=declared.address,
+                instance_id=declared.instance_id,
+            )
+        except endpoints.EndpointError as exc:
+            log.warning("xds: not registering %s:%s: %s", declared.address, port, exc.message)
+    return instance.pk
+
+
+def close_instance(instance_pk: int, stream: str) -> bool:
+    """Mark the stream closed; True if it still owned the instance (now disconnected)."""
+    from meshapi.models import ProxyConnection, ProxyInstance
+
+    close_old_connections()
+    now = timezone.now()
+    ProxyConnection.objects.filter(instance_id=instance_pk, stream=stream).update(closed_at=now)
+    return bool(
+        ProxyInstance.objects.filter(pk=instance_pk, stream=stream).update(disconnected_at=now)
+    )
+
+
+def deregister_if_gone(
+    identity: Identity, declared: Declared, instance_pk: int, stream: str
+) -> None:
+    """After the grace period: deregister unless the instance came back (any replica)."""
+    from meshapi.models import ProxyInstance
+    from meshapi.services import endpoints
+    from tenants.models import Tenant
+
+    close_old_connections()
+    still_gone = ProxyInstance.objects.filter(
+        pk=instance_pk, stream=stream, disconnected_at__isnull=False
+    ).exists()
+    if not still_gone:
+        return
+    tenant = Tenant.objects.get(pk=identity.tenant_id)
+    for port in registrable_ports(identity, declared):
+        try:
+            endpoints.deregister(
+                tenant,
+                mesh_name=identity.mesh,
+                node_name=identity.name,
+                port=port,
+                address=declared.address,
+            )
+        except endpoints.EndpointError:
+            pass  # the node or mesh is gone, and its endpoints with it
+
+
+def write_status(items: list[tuple[int, str, dict, dict | None]]) -> None:
+    from meshapi.models import ProxyInstance
+
+    close_old_connections()
+    for instance_pk, stream, acks, last_nack in items:
+        fields = {"acked": acks, "updated_at": timezone.now()}
+        if last_nack is not None:
+            fields["last_nack"] = last_nack
+        ProxyInstance.objects.filter(pk=instance_pk, stream=stream).update(**fields)
+
+
+# ------------------------------------------------------------------ the recorder (loop)
+
+
+class StatusRecorder:
+    def __init__(self, replica: str, grace_seconds: float) -> None:
+        self.replica = replica
+        self.grace_seconds = grace_seconds
+        self._dirty: dict[int, InstanceReporter] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    def mark(self, reporter: InstanceReporter) -> None:
+        self._dirty[reporter.instance_pk] = reporter
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(FLUSH_SECONDS)  # gather the rest of an ACK burst
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._dirty = self._dirty, {}
+        if not batch:
+            return
+        items = [(r.instance_pk, r.stream, dict(r.acks), r.last_nack) for r in batch.values()]
+        try:
+            await sync_to_async(write_status, thread_sensitive=False)(items)
+        except Exception:  # noqa: BLE001 - status is advisory; the next ACK writes again
+            log.warning("xds: writing status of %d instances failed", len(items), exc_info=True)
+
+    async def open(
+        self, identity: Identity, declared: Declared, stream: str, protocol: str
+    ) -> InstanceReporter:
+        pk = await sync_to_async(open_instance, thread_sensitive=False)(
+            identity, declared, self.replica, stream, protocol
+        )
+        return InstanceReporter(self, pk, stream)
+
+    async def close(
+        self, identity: Identity, declared: Declared, reporter: InstanceReporter
+    ) -> None:
+        if reporter.instance_pk in self._dirty:
+            await self.flush()
+        try:
+            owned = await sync_to_async(close_instance, thread_sensitive=False)(
+                reporter.instance_pk, reporter.stream
+            )
+        except Exception:  # noqa: BLE001
+            log.warning("xds: recording a closed stream failed", exc_info=True)
+            return
+        if owned:
+            task = asyncio.create_task(self._deregister_later(identity, declared, reporter))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _deregister_later(
+        self, identity: Identity, declared: Declared, reporter: InstanceReporter
+    ) -> None:
+        await asyncio.sleep(self.grace_seconds)
+        try:
+            await sync_to_async(deregister_if_gone, thread_sensitive=False)(
+                identity, declared, reporter.instance_pk, reporter.stream
+            )
+        except Exception:  # noqa: BLE001
+            log.warning("xds: deregistering %s failed", identity.node_id, exc_info=True)

@@ -1,6 +1,7 @@
 """Golden cases: testdata/<case>.input.yaml (App Mesh specs + proxies) → <case>.golden.json.
 
-Input keys: mesh {name, spec}, trustBundle, virtualNodes {name: spec}, virtualServices,
+Input keys: mesh {name, spec}, trustBundle, mtls {mode, trustDomain} (the mesh's automatic
+mTLS policy; absent = DISABLED), virtualNodes {name: spec}, virtualServices,
 virtualRouters {name: {spec, routes: {name: spec}}}, virtualGateways {name: {spec,
 gatewayRoutes}}, endpoints {"<node>:<port>": [{address, port, source, health}]}, proxies
 [{kind, name, consumer, interception, appPort, ingressPort, egressPort}].
@@ -42,6 +43,8 @@ def context(data: dict) -> MeshContext:
         gateway_routes={n: g.get("gatewayRoutes") or {} for n, g in gateways.items()},
         endpoints=endpoints,
         trust_bundle=data.get("trustBundle", ""),
+        mtls_mode=(data.get("mtls") or {}).get("mode", "DISABLED"),
+        trust_domain=(data.get("mtls") or {}).get("trustDomain", ""),
     )
 
 

@@ -1,6 +1,7 @@
 """Properties over random valid meshes: every snapshot is consistent, versions are
 deterministic (same input → same version, whatever the input order), and a change
-recompiles exactly enough: proxies outside `dependents` keep their version."""
+recompiles exactly enough: proxies outside `dependents` keep their version. Most meshes
+have automatic mTLS on, so a callee's RBAC depends on its callers' backends (authz.py)."""
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,6 +32,9 @@ def listener(draw):
         }
         if draw(st.booleans()):
             out["tls"]["validation"] = {"trust": {"sds": {"secretName": "bundle"}}}
+            if draw(st.booleans()):
+                sans = {"match": {"exact": ["spiffe://partner.example/x", "x.example"]}}
+                out["tls"]["validation"]["subjectAlternativeNames"] = sans
     if draw(st.booleans()):
         out["healthCheck"] = {
             "protocol": protocol,
@@ -131,6 +135,9 @@ def mesh(draw):
     endpoints = {(n, 8080): [{"address": "10.0.0.1", "port": 8080}] for n in nodes}
     return {
         "mesh_spec": {"egressFilter": {"type": draw(st.sampled_from(["ALLOW_ALL", "DROP_ALL"]))}},
+        # Mostly on: authorization is where a callee depends on its callers' backends.
+        "mtls_mode": draw(st.sampled_from(["DISABLED", "PERMISSIVE", "STRICT", "STRICT"])),
+        "trust_domain": "111111111111.meshplane.local",
         "virtual_nodes": nodes,
         "virtual_services": services,
         "virtual_routers": routers,
@@ -147,7 +154,9 @@ def build(data: dict, reverse: bool = False) -> MeshContext:
         return dict(reversed(items) if reverse else items)
 
     return MeshContext.from_specs(
-        "m", data["mesh_spec"], **{k: order(v) for k, v in data.items() if k != "mesh_spec"}
+        "m",
+        data["mesh_spec"],
+        **{k: order(v) if isinstance(v, dict) else v for k, v in data.items() if k != "mesh_spec"},
     )
 
 

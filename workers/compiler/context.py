@@ -15,6 +15,8 @@ GATEWAY = "virtualGateway"
 CONSUMERS = ("envoy", "grpc")
 INTERCEPTIONS = ("redirect", "explicit")
 HEALTH = ("HEALTHY", "UNHEALTHY", "DRAINING", "UNKNOWN")
+# The mesh's automatic mTLS policy (native API; App Mesh never had one).
+MTLS_MODES = ("DISABLED", "PERMISSIVE", "STRICT")
 
 # App Mesh's Envoy ports under iptables redirection; admin (9901) lives in the bootstrap.
 REDIRECT_INGRESS_PORT = 15000
@@ -58,6 +60,8 @@ class MeshContext:
     virtual_gateways: FrozenDict = EMPTY  # name → Gateway
     endpoints: FrozenDict = EMPTY  # (node, port) → tuple[Endpoint, ...] sorted
     trust_bundle: str = ""  # the mesh CA bundle (PEM), served as an SDS validation secret
+    mtls_mode: str = "DISABLED"  # automatic mTLS + authorization: DISABLED | PERMISSIVE | STRICT
+    trust_domain: str = ""  # SPIFFE trust domain of the mesh's tenant (needed with mTLS on)
     _memo: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @classmethod
@@ -74,6 +78,8 @@ class MeshContext:
         gateway_routes: Mapping[str, Mapping[str, Mapping]] | None = None,
         endpoints: Mapping[tuple[str, int], Iterable[Endpoint | Mapping[str, Any]]] | None = None,
         trust_bundle: str = "",
+        mtls_mode: str = "DISABLED",
+        trust_domain: str = "",
     ) -> "MeshContext":
         """Build a context from plain specs. `routes` and `gateway_routes` are keyed by their
         parent's name; routes whose parent is missing are dropped (the API forbids them)."""
@@ -102,7 +108,24 @@ class MeshContext:
             ),
             endpoints=FrozenDict(eps),
             trust_bundle=trust_bundle,
+            mtls_mode=mtls_mode,
+            trust_domain=trust_domain,
         )
+
+    def __post_init__(self):
+        if self.mtls_mode not in MTLS_MODES:
+            raise ValueError(f"mtls_mode must be one of {', '.join(MTLS_MODES)}")
+        if self.mtls_mode != "DISABLED" and not self.trust_domain:
+            raise ValueError("trust_domain is required when mtls_mode is not DISABLED")
+
+    @property
+    def mtls(self) -> bool:
+        """Automatic mTLS (and with it authorization by SPIFFE id) is on."""
+        return self.mtls_mode != "DISABLED"
+
+    def spiffe_id(self, kind: str, name: str) -> str:
+        """The SPIFFE id the mesh CA issues to a virtual node's or gateway's proxy."""
+        return f"spiffe://{self.trust_domain}/mesh/{self.mesh_name}/{kind}/{name}"
 
     def endpoints_of(self, node: str, port: int) -> tuple[Endpoint, ...]:
         return self.endpoints.get((node, port), ())

@@ -13,11 +13,15 @@ Changes are `(kind, name)` with kind one of mesh, virtualNode, virtualService,
 virtualRouter, route, virtualGateway, gatewayRoute, endpoints (name = virtual node);
 routes and gateway routes are named `<parent>/<name>`. A change to a route or gateway
 route counts as a change to its parent, so added and deleted routes are covered.
-Later edges (authorization: a callee depends on its callers' backends) add to `requires`.
+With the mesh's automatic mTLS on, a virtual node also depends on what makes a proxy its
+allowed caller (authz.py): the callers themselves (their `backends`), the virtual services
+routing to it with their routers and routes, and the gateway routes targeting those
+services — so adding a backend to a caller recompiles the callee's RBAC.
 """
 
 from collections.abc import Iterable
 
+from workers.compiler import authz
 from workers.compiler.context import GATEWAY, NODE, MeshContext
 from workers.compiler.frozen import dig
 from workers.compiler.graph import service_provider
@@ -60,6 +64,8 @@ def requires(ctx: MeshContext, proxy: Proxy) -> frozenset[Dep]:
             service = dig(backend, "virtualService", "virtualServiceName")
             if service:
                 deps |= _service(ctx, service)
+        if ctx.mtls:
+            deps |= authz.requires(ctx, name)
     else:
         gateway = ctx.virtual_gateways.get(name)
         for route_name, spec in gateway.routes.items() if gateway else ():

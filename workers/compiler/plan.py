@@ -9,7 +9,7 @@ collected here (and by graph.py's memoized results).
 from dataclasses import dataclass, field
 
 from workers.compiler import names
-from workers.compiler.context import ADMIN_PORT, GATEWAY, MeshContext, ProxyRequest
+from workers.compiler.context import ADMIN_PORT, GATEWAY, NODE, MeshContext, ProxyRequest
 from workers.compiler.frozen import EMPTY, FrozenDict, dig
 from workers.compiler.graph import (
     NO_PRIORITY,
@@ -21,6 +21,7 @@ from workers.compiler.graph import (
     service_provider,
     service_routes,
 )
+from workers.compiler.tls import mesh_client_tls
 
 GATEWAY_ROUTE_TYPES = {"httpRoute": "http", "http2Route": "http2", "grpcRoute": "grpc"}
 
@@ -223,6 +224,11 @@ def _add_upstream(
             f"cluster {cluster} is reached through virtual services {', '.join(services)} with "
             f"different client policies; using the policy for '{uses[0][0]}'"
         )
+    secured_by_mesh = listener is not None and not listener.listener.get("tls")
+    if chosen is None and plan.ctx.mtls and secured_by_mesh:
+        # Automatic mTLS: only towards listeners the mesh secures itself; a listener with
+        # App Mesh TLS keeps App Mesh's rules (a client policy decides).
+        chosen = mesh_client_tls(plan.ctx.spiffe_id(NODE, node))
     plan.upstreams[cluster] = Upstream(node, listener, chosen, pool)
 
 

@@ -9,6 +9,10 @@ mappings are listed in the snapshot metadata under `acm`.
 
 Consumer `grpc` accepts no SDS: every source becomes a `certificate_provider_instance`
 whose instance names the snapshot metadata lists for the agent's gRPC bootstrap.
+
+The mesh's automatic mTLS is expressed as App Mesh TLS over those two secrets
+(`mesh_listener_tls`, `mesh_client_tls`), so it renders through the same code as the
+TLS a user configures, for both consumers.
 """
 
 from envoy.config.core.v3 import base_pb2
@@ -16,7 +20,7 @@ from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tl
 from envoy.type.matcher.v3 import string_pb2
 
 from workers.compiler import names
-from workers.compiler.frozen import dig
+from workers.compiler.frozen import FrozenDict, dig, freeze
 from workers.compiler.xds import ads, pack
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
@@ -152,6 +156,32 @@ def _validation(common: tls_pb2.CommonTlsContext, validation, refs: TlsRefs, whe
             )
         else:
             common.validation_context_sds_secret_config.CopyFrom(_sds(name))
+
+
+def mesh_listener_tls(mode: str) -> FrozenDict:
+    """Automatic mTLS on a listener: the workload identity, clients checked against the
+    mesh CA (and so required to present a certificate, as App Mesh does with validation)."""
+    return freeze(
+        {
+            "mode": mode,
+            "certificate": {"sds": {"secretName": names.IDENTITY_SECRET}},
+            "validation": {"trust": {"sds": {"secretName": names.MESH_CA_SECRET}}},
+        }
+    )
+
+
+def mesh_client_tls(spiffe_id: str) -> FrozenDict:
+    """Automatic mTLS towards a mesh virtual node: present the workload identity, trust the
+    mesh CA, and accept only the target node's own SPIFFE id."""
+    return freeze(
+        {
+            "certificate": {"sds": {"secretName": names.IDENTITY_SECRET}},
+            "validation": {
+                "trust": {"sds": {"secretName": names.MESH_CA_SECRET}},
+                "subjectAlternativeNames": {"match": {"exact": [spiffe_id]}},
+            },
+        }
+    )
 
 
 def uses_mesh_ca(tls) -> bool:

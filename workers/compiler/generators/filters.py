@@ -20,22 +20,55 @@ TCP_PROXY = "envoy.filters.network.tcp_proxy"
 ROUTER = "envoy.filters.http.router"
 
 
-def access_logs(file_spec) -> list[accesslog_pb2.AccessLog]:
-    """App Mesh's file access log: a path and an optional text or json format."""
+# Envoy's default access log line, which a log under authorization extends.
+DEFAULT_LOG_FORMAT = (
+    '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" '
+    "%RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% "
+    '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" '
+    '"%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"\n'
+)
+# What a log line must carry where RBAC may deny: why (an HTTP denial's response code
+# details, a TCP denial's connection termination details) and who asked (the caller's
+# SPIFFE id).
+AUTHZ_LOG_FIELDS = {
+    "http": (
+        ("responseCodeDetails", "%RESPONSE_CODE_DETAILS%"),
+        ("peer", "%DOWNSTREAM_PEER_URI_SAN%"),
+    ),
+    "tcp": (
+        ("terminationDetails", "%CONNECTION_TERMINATION_DETAILS%"),
+        ("peer", "%DOWNSTREAM_PEER_URI_SAN%"),
+    ),
+}
+
+
+def access_logs(file_spec, authz: str = "") -> list[accesslog_pb2.AccessLog]:
+    """App Mesh's file access log: a path and an optional text or json format. `authz`
+    ("http" or "tcp") adds the authorization fields to the format where it lacks them."""
     if not file_spec:
         return []
     log = file_pb2.FileAccessLog(path=file_spec["path"])
     fmt = file_spec.get("format") or {}
-    if fmt.get("text") is not None:
+    extra = AUTHZ_LOG_FIELDS.get(authz, ())
+    if fmt.get("text") is not None or (extra and not fmt.get("json")):
+        text = fmt["text"] if fmt.get("text") is not None else DEFAULT_LOG_FORMAT
+        missing = " ".join(f"{key}={op}" for key, op in extra if op not in text)
+        if missing:
+            body = text.removesuffix("\n")
+            text = f"{body} {missing}\n" if body else f"{missing}\n"
         log.log_format.CopyFrom(
             substitution_format_string_pb2.SubstitutionFormatString(
-                text_format_source=base_pb2.DataSource(inline_string=fmt["text"])
+                text_format_source=base_pb2.DataSource(inline_string=text)
             )
         )
     elif fmt.get("json"):
         fields = struct_pb2.Struct()
         for pair in fmt["json"]:
             fields[pair["key"]] = pair["value"]
+        values = {pair["value"] for pair in fmt["json"]}
+        for key, operator in extra:
+            if operator not in values and key not in fields:
+                fields[key] = operator
         log.log_format.CopyFrom(
             substitution_format_string_pb2.SubstitutionFormatString(json_format=fields)
         )
@@ -50,11 +83,16 @@ def http_connection_manager(
     logs=(),
     stream_idle_timeout=None,
     strip_any_host_port: bool = False,
+    http_filters=(),
 ) -> listener_components_pb2.Filter:
+    """`http_filters` run before the router (authorization)."""
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        http_filters=[hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))],
+        http_filters=[
+            *http_filters,
+            hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router())),
+        ],
         access_log=list(logs),
     )
     if strip_any_host_port:  # a oneof member: set only when wanted
@@ -71,6 +109,7 @@ def http_connection_manager(
 def tcp_proxy(
     stat_prefix: str, clusters: list[tuple[str, int]], *, logs=(), idle_timeout=None
 ) -> listener_components_pb2.Filter:
+    """The TCP proxy; an RBAC network filter, where one applies, goes before it."""
     proxy = tcp_proxy_pb2.TcpProxy(stat_prefix=stat_prefix, access_log=list(logs))
     if len(clusters) == 1:
         proxy.cluster = clusters[0][0]

@@ -6,7 +6,9 @@ the router filter and RDS `service/<name>/<port>`; the bare name takes the servi
 lowest grpc port, else its lowest HTTP port. Servers: one listener per HTTP-family
 `portMapping`, named as gRPC's xDS server looks it up, with the listener's TLS through
 certificate providers. A gRPC server cannot accept TLS and plaintext on one port, so
-PERMISSIVE serves plaintext (with a warning), which no existing client breaks on.
+PERMISSIVE serves plaintext (with a warning), which no existing client breaks on. Under
+the mesh's automatic mTLS every caller sends TLS, so its PERMISSIVE serves TLS only, and
+the RBAC HTTP filter admits the allowed callers (as on an Envoy ingress, authz.py).
 """
 
 from envoy.config.listener.v3 import api_listener_pb2, listener_pb2
@@ -14,9 +16,9 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.config.route.v3 import route_pb2
 
-from workers.compiler import names, tls, xds
+from workers.compiler import authz, names, tls, xds
 from workers.compiler.frozen import dig
-from workers.compiler.generators import Builder
+from workers.compiler.generators import Builder, rbac
 from workers.compiler.generators.filters import http_connection_manager, stat_name
 from workers.compiler.plan import Plan
 
@@ -68,19 +70,43 @@ def _server_listener(plan: Plan, out: Builder, port) -> None:
             )
         ],
     )
-    chain = lc.FilterChain(
-        name=f"inbound_{port.port}",
-        filters=[http_connection_manager(f"inbound_{port.port}", route_config=routes)],
-    )
-    mode = dig(port.listener, "tls", "mode", default="DISABLED")
-    if mode == "STRICT":
-        chain.transport_socket.CopyFrom(
-            tls.downstream(port.listener["tls"], port.protocol, out.refs, f"listener {port.port}")
+    where = f"listener {port.port}"
+    listener_tls = port.listener.get("tls")
+    automatic = plan.ctx.mtls and not listener_tls
+    if automatic:
+        listener_tls = tls.mesh_listener_tls(plan.ctx.mtls_mode)
+    mode = dig(listener_tls, "mode", default="DISABLED")
+    http_filters = []
+    if mode == "PERMISSIVE" and automatic:
+        # Every mesh caller sends TLS under the mesh's mTLS, so the server takes TLS only.
+        plan.warn(
+            f"{where}: gRPC servers cannot accept TLS and plaintext on one port; the mesh's "
+            "PERMISSIVE mTLS serves TLS only"
         )
+        mode = "STRICT"
     elif mode == "PERMISSIVE":
         plan.warn(
-            f"listener {port.port}: gRPC servers cannot accept TLS and plaintext on one port; "
+            f"{where}: gRPC servers cannot accept TLS and plaintext on one port; "
             "PERMISSIVE serves plaintext"
+        )
+    principals = authz.listener_principals(
+        plan.ctx, plan.proxy.name, listener_tls if mode == "STRICT" else None
+    )
+    if principals is not None:
+        http_filters.append(rbac.http_filter(f"inbound_{port.port}_rbac", principals))
+    elif plan.ctx.mtls:
+        plan.warn(authz.unauthorized_warning(where, listener_tls))
+    chain = lc.FilterChain(
+        name=f"inbound_{port.port}",
+        filters=[
+            http_connection_manager(
+                f"inbound_{port.port}", route_config=routes, http_filters=http_filters
+            )
+        ],
+    )
+    if mode == "STRICT":
+        chain.transport_socket.CopyFrom(
+            tls.downstream(listener_tls, port.protocol, out.refs, where)
         )
     listener = listener_pb2.Listener(
         name=name, address=xds.socket("0.0.0.0", port.port), filter_chains=[chain]

@@ -15,9 +15,9 @@ from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
 
-from workers.compiler import names, tls, xds
+from workers.compiler import authz, names, tls, xds
 from workers.compiler.frozen import dig
-from workers.compiler.generators import Builder
+from workers.compiler.generators import Builder, rbac
 from workers.compiler.generators.filters import (
     access_logs,
     http_connection_manager,
@@ -147,39 +147,60 @@ def _redirect(plan: Plan, out: Builder) -> None:
 
 
 def _ingress_chains(plan: Plan, out: Builder, ingress: Ingress, *, match_port: bool):
-    """One chain per listener port, or two under PERMISSIVE TLS (TLS and plaintext)."""
+    """One chain per listener port, or two under PERMISSIVE TLS (TLS and plaintext).
+
+    With the mesh's automatic mTLS on, a listener without App Mesh TLS takes the mesh's
+    mode over the workload identity (App Mesh TLS, where set, wins), and every chain that
+    verifies client certificates admits only allowed callers (RBAC by SPIFFE id). A
+    PERMISSIVE plaintext chain carries no identity, so no authorization applies to it."""
     port, spec = ingress.port, ingress.port.listener
     name = f"ingress_{port.port}"
-    logs = access_logs(plan.access_log)
-    if port.protocol == "tcp":
-        filters = [
-            tcp_proxy(
+    where = f"listener {port.port}"
+    ctx = plan.ctx
+    listener_tls = spec.get("tls")
+    if ctx.mtls and not listener_tls:
+        listener_tls = tls.mesh_listener_tls(ctx.mtls_mode)
+    mode = dig(listener_tls, "mode", default="DISABLED")
+    principals = authz.listener_principals(ctx, plan.proxy.name, listener_tls)
+    if ctx.mtls and principals is None:
+        plan.warn(authz.unauthorized_warning(where, listener_tls))
+    kind = "tcp" if port.protocol == "tcp" else "http"
+    logs = access_logs(plan.access_log, kind if ctx.mtls else "")
+
+    def filters(authorize: bool) -> list:
+        if port.protocol == "tcp":
+            proxy = tcp_proxy(
                 name,
                 [(names.local_app(port.port), 1)],
                 logs=logs,
                 idle_timeout=xds.spec_duration(spec, "timeout", "tcp", "idle"),
             )
-        ]
-    else:
+            if not authorize:
+                return [proxy]
+            return [rbac.network_filter(f"{name}_rbac", principals), proxy]
         idle = xds.spec_duration(spec, "timeout", port.protocol, "idle")
-        filters = [
+        return [
             http_connection_manager(
-                name, rds=names.ingress_routes(port.port), logs=logs, stream_idle_timeout=idle
+                name,
+                rds=names.ingress_routes(port.port),
+                logs=logs,
+                stream_idle_timeout=idle,
+                http_filters=[rbac.http_filter(f"{name}_rbac", principals)] if authorize else (),
             )
         ]
-    mode = dig(spec, "tls", "mode", default="DISABLED")
-    where = f"listener {port.port}"
 
     def chain(suffix: str, transport_protocol: str, secure: bool) -> lc.FilterChain:
         match = lc.FilterChainMatch(transport_protocol=transport_protocol)
         if match_port:
             match.destination_port.CopyFrom(xds.u32(port.port))
         out_chain = lc.FilterChain(
-            name=f"{name}{suffix}", filter_chain_match=match, filters=filters
+            name=f"{name}{suffix}",
+            filter_chain_match=match,
+            filters=filters(secure and principals is not None),
         )
         if secure:
             out_chain.transport_socket.CopyFrom(
-                tls.downstream(spec["tls"], port.protocol, out.refs, where)
+                tls.downstream(listener_tls, port.protocol, out.refs, where)
             )
         return out_chain
 

@@ -24,6 +24,7 @@ from meshctl.shapes import service_model
 ACTIONS = ("create", "update", "unchanged")
 SYMBOLS = {"create": "+", "update": "~", "unchanged": "="}
 DONE = {"create": "created", "update": "updated", "unchanged": "unchanged"}
+PLANNED = {"create": "to create", "update": "to update", "unchanged": "unchanged"}
 
 
 class ApplyError(Exception):
@@ -148,15 +149,16 @@ def _write(client: Any, step: Step) -> None:
         ) from None
 
 
-def summary(steps: list[Step]) -> str:
+def summary(steps: list[Step], dry_run: bool = False) -> str:
+    words = PLANNED if dry_run else DONE
     counts = Counter((s.resource.kind.key, s.action) for s in steps)
     lines = []
     for kind in KINDS:
-        per_kind = [f"{counts[(kind.key, a)]} {DONE[a]}" for a in ACTIONS if counts[(kind.key, a)]]
+        per_kind = [f"{counts[(kind.key, a)]} {words[a]}" for a in ACTIONS if counts[(kind.key, a)]]
         if per_kind:
             lines.append(f"  {kind.label + 's':<17} {', '.join(per_kind)}")
     totals = Counter(s.action for s in steps)
-    lines.append("  total: " + ", ".join(f"{totals[a]} {DONE[a]}" for a in ACTIONS))
+    lines.append("  total: " + ", ".join(f"{totals[a]} {words[a]}" for a in ACTIONS))
     return "\n".join(lines)
 
 
@@ -169,5 +171,5 @@ def run(client: Any, resources: list[Resource], dry_run: bool, out: TextIO) -> l
         if not dry_run and step.action != "unchanged":
             _write(client, step)
     print(("Plan (dry run, nothing written):" if dry_run else "Summary:"), file=out)
-    print(summary(steps), file=out)
+    print(summary(steps, dry_run), file=out)
     return steps

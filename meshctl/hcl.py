@@ -462,13 +462,32 @@ def render_value(value: Any, indent: int = 0) -> str:
 
 
 def render_block(block: Block, indent: int = 0) -> str:
+    """A block as `terraform fmt` lays it out: runs of one-line attributes aligned on `=`."""
     pad = "  " * indent
     head = " ".join([block.type, *(quote(label) for label in block.labels)])
     lines = [f"{pad}{head} {{"]
-    for item in block.body:
-        if isinstance(item, Attribute):
-            lines.append(f"{pad}  {item.name} = {render_value(item.expr, indent + 1)}")
-        else:
+    rendered = [
+        (item.name, render_value(item.expr, indent + 1)) if isinstance(item, Attribute) else item
+        for item in block.body
+    ]
+    for i, item in enumerate(rendered):
+        if isinstance(item, Block):
             lines.append(render_block(item, indent + 1))
+            continue
+        name, text = item
+        width = len(name)
+        if "\n" not in text:
+            j = i
+            while j > 0 and _one_line(rendered[j - 1]):
+                j -= 1
+            k = i
+            while k + 1 < len(rendered) and _one_line(rendered[k + 1]):
+                k += 1
+            width = max(len(rendered[m][0]) for m in range(j, k + 1))
+        lines.append(f"{pad}  {name.ljust(width)} = {text}")
     lines.append(pad + "}")
     return "\n".join(lines)
+
+
+def _one_line(item: Any) -> bool:
+    return isinstance(item, tuple) and "\n" not in item[1]

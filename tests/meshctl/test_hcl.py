@@ -1,11 +1,16 @@
 """The HCL reader/writer and the Terraform name mapping, without a server."""
 
+import os
+import shutil
+import subprocess
+
 import pytest
 
 from meshctl import export, hcl
 from meshctl.model import Resource, TranslateError
 from meshctl.shapes import TERRAFORM_LIST_BLOCKS, camel_to_snake, shape, spec_to_api, terraform_name
 from meshctl.sources import terraform
+from tests.meshctl.conftest import FIXTURES
 
 
 def _value(text: str) -> dict:
@@ -131,3 +136,29 @@ def test_export_labels_are_unique_and_valid():
     assert 'resource "meshplane_virtual_node" "_1st" {' in text
     names = sorted(r.name for r in terraform.from_text(text))
     assert names == ["1st", "a.b", "a_b", "m"]
+
+
+def test_export_is_what_terraform_fmt_writes(tmp_path):
+    """A real Terraform parses the export (escapes included) and would not reformat it."""
+    binary = shutil.which("terraform")
+    if binary is None:
+        pytest.skip("no terraform on PATH")
+    resources = terraform.from_config([FIXTURES / "terraform" / "main.tf"])
+    odd = Resource(export.VIRTUAL_NODE, "shop", "odd", {
+        "serviceDiscovery": {"dns": {"hostname": 'a"b.${x}.%{y}\\z'}},
+        "logging": {"accessLog": {"file": {"path": "/var/log/${HOST}/access.log"}}},
+    })  # fmt: skip
+    path = tmp_path / "shop.tf"
+    path.write_text(export.to_terraform([*resources, odd]))
+
+    done = subprocess.run(
+        [binary, "fmt", "-check", "-diff", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CHECKPOINT_DISABLE": "1", "TF_CLI_CONFIG_FILE": os.devnull},
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    read_back = {r.name: r.spec for r in terraform.from_config([path])}
+    assert read_back["odd"] == odd.spec

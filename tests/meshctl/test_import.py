@@ -78,7 +78,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(meshctl, alice):
     assert "+ create    virtual node shop/catalog-v1" in plan.out
     assert "+ create    route shop/catalog/catalog-split" in plan.out
     assert "dry run, nothing written" in plan.out
-    assert f"{TOTAL} created, 0 updated, 0 unchanged" in plan.out
+    assert f"total: {TOTAL} to create, 0 to update, 0 unchanged" in plan.out
     assert client.list_meshes()["meshes"] == []
 
 
@@ -98,7 +98,7 @@ def test_a_changed_resource_is_updated_back_and_dry_run_only_reports_it(meshctl,
     plan = meshctl("import", "appmesh", "--from", str(FIXTURES / "terraform.tfstate"), "--dry-run")
     assert plan.code == 0, plan.err
     assert "~ update    route shop/catalog/catalog-split" in plan.out
-    assert f"0 created, 1 updated, {TOTAL - 1} unchanged" in plan.out
+    assert f"total: 0 to create, 1 to update, {TOTAL - 1} unchanged" in plan.out
     assert expected.read_mesh(client)[("route", "catalog", "catalog-split")] == drifted
 
     applied = meshctl("import", "appmesh", "--from", str(FIXTURES / "terraform.tfstate"))

@@ -229,7 +229,7 @@ class Agent:
             "envoy_live": live,
             "configured": configured,
             "draining": draining,
-            "control_plane_connected": bool(self.relay and self.relay.up_connected),
+            "control_plane_connected": bool(self.relay and self.relay.up_open),
         }
         return json_body(200 if ready else 503, body)
 

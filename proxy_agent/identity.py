@@ -21,7 +21,7 @@ import json
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -52,6 +52,9 @@ class Workload:
     chain_pem: bytes
     key_pem: bytes
     bundle_pem: bytes
+    # When it arrived: certificates are backdated (clock skew), so the lifetime that counts
+    # for renewal runs from here, not from not_before.
+    received_at: datetime.datetime | None = field(default=None, compare=False)
 
     @property
     def certificate(self) -> x509.Certificate:
@@ -168,7 +171,8 @@ class IdentityManager:
         try:
             chain, key = split_identity_file(self.path.read_bytes())
             bundle = self.bundle_path.read_bytes() if self.bundle_path.exists() else b""
-            workload = Workload(chain, key, bundle)
+            received = datetime.datetime.fromtimestamp(self.path.stat().st_mtime, datetime.UTC)
+            workload = Workload(chain, key, bundle, received)
             if not key_matches(chain, key):
                 log.warning("identity: %s: the key does not match the certificate", self.path)
                 return None
@@ -189,6 +193,8 @@ class IdentityManager:
         return workload
 
     def _store(self, workload: Workload) -> None:
+        if workload.received_at is None:
+            workload = replace(workload, received_at=_now())
         write_atomic(self.path, workload.chain_pem + workload.key_pem)
         write_atomic(self.bundle_path, workload.bundle_pem, mode=0o644)
         self.current = workload
@@ -225,7 +231,7 @@ class IdentityManager:
         workload = _workload(answer, key_pem)
         self._store(workload)
         log.info("identity: joined as %s until %s", workload.spiffe_id, workload.not_after)
-        return workload
+        return self.current
 
     async def renew(self) -> Workload:
         """Renew over mTLS on the ADS port: the current certificate authenticates us."""
@@ -244,7 +250,7 @@ class IdentityManager:
         self._store(workload)
         self.renewals += 1
         log.info("identity: renewed %s until %s", workload.spiffe_id, workload.not_after)
-        return workload
+        return self.current
 
     async def ensure(self) -> Workload:
         """An identity to start with: the stored one if still valid, else a join."""
@@ -262,11 +268,13 @@ class IdentityManager:
     # ------------------------------------------------------------ renewal loop
 
     def renew_delay(self, workload: Workload, rng: random.Random | None = None) -> float:
-        """Seconds until the next renewal: half the lifetime ± a tenth, from not_before."""
+        """Seconds until the next renewal: half the lifetime ± a tenth, the lifetime running
+        from when the certificate arrived (or not_before, if later)."""
         rng = rng or random
-        lifetime = (workload.not_after - workload.not_before).total_seconds()
+        start = max(workload.not_before, workload.received_at or workload.not_before)
+        lifetime = (workload.not_after - start).total_seconds()
         fraction = RENEW_FRACTION + rng.uniform(-RENEW_JITTER, RENEW_JITTER)
-        at = workload.not_before + datetime.timedelta(seconds=lifetime * fraction)
+        at = start + datetime.timedelta(seconds=lifetime * fraction)
         return max(0.0, (at - _now()).total_seconds())
 
     async def run(self) -> None:
@@ -279,7 +287,7 @@ class IdentityManager:
                 delay = 0.0
             else:
                 delay = self.renew_delay(workload)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(max(delay, MIN_RETRY))
             while True:
                 try:
                     if self.current is None or self.current.not_after <= _now():

@@ -201,11 +201,13 @@ class Relay:
         self.downstream: Downstream | None = None
         self.up: dict[str, UpState] = {}
         self.up_gen = 0
-        self.up_connected = False
+        self.up_connected = False  # a stream is being attempted or is open
+        self.up_open = False  # ... and it is open
         self.up_error = ""
         self.up_queue: asyncio.Queue | None = None
         self.rejections: list[Rejection] = []
         self.upstream_acks = 0
+        self.upstream_responses = 0
         self._nonces = itertools.count(1)
         self._stopping = False
         self.changed = asyncio.Event()
@@ -446,6 +448,7 @@ class Relay:
         type_url = response.type_url
         if type_url not in TYPE_ORDER:
             return
+        self.upstream_responses += 1
         state = self.up.setdefault(type_url, UpState())
         state.nonce, state.version, state.answered = response.nonce, response.version_info, False
         resources = {resource_name(type_url, r): r for r in response.resources}
@@ -501,6 +504,7 @@ class Relay:
         while not self._stopping:
             channel = self.channel_factory()
             got_response = False
+            ready: asyncio.Task | None = None
             try:
                 queue = self._open_upstream()
                 rpc = channel.stream_stream(
@@ -509,11 +513,11 @@ class Relay:
                     response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
                 )
                 call = rpc(self._requests(queue))
+                ready = asyncio.create_task(self._connected(channel))
                 async for response in call:
                     if not got_response:
                         got_response = True
-                        self.up_error = ""
-                        log.info("relay: upstream stream open")
+                        self.up_error, self.up_open = "", True
                     delay = RECONNECT_MIN
                     self.on_upstream_response(response)
                 self.up_error = "the control plane closed the stream"
@@ -525,7 +529,9 @@ class Relay:
                 log.exception("relay: upstream stream failed")
                 self.up_error = str(exc)
             finally:
-                self.up_connected = False
+                if ready is not None:
+                    ready.cancel()
+                self.up_connected = self.up_open = False
                 if self.up_queue is not None:
                     self.up_queue.put_nowait(None)
                     self.up_queue = None
@@ -542,6 +548,17 @@ class Relay:
             self.changed.set()
             await asyncio.sleep(wait)
             delay = min(delay * 2, RECONNECT_MAX)
+
+    async def _connected(self, channel: grpc.aio.Channel) -> None:
+        """The channel is up (TLS done): the stream is open unless the server refuses it,
+        which ends the call with an error. A resumed stream may bring no response at all
+        (nothing changed), so this, not a first response, tells that we are connected."""
+        await channel.channel_ready()
+        await asyncio.sleep(0.2)  # a refusal at stream open arrives at once
+        if self.up_connected:
+            self.up_error, self.up_open = "", True
+            log.info("relay: upstream stream open to %s", self.node.id)
+            self.changed.set()
 
     def stop(self) -> None:
         self._stopping = True
@@ -563,9 +580,11 @@ class Relay:
         ds = self.downstream
         return {
             "upstream": {
-                "connected": self.up_connected and not self.up_error,
+                "connected": self.up_open,
                 "error": self.up_error,
                 "versions": {SHORT[t]: s.version for t, s in self.up.items() if s.version},
+                "responses": self.upstream_responses,
+                "acks": self.upstream_acks,
             },
             "envoy": {
                 "connected": ds is not None,

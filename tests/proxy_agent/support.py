@@ -71,18 +71,20 @@ async def eventually(predicate, timeout: float = 10, message: str = ""):
         await asyncio.sleep(0.02)
 
 
-def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message: str = ""):
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1, message=""):
+    """Poll `predicate` until truthy; `message` may be a callable (read at the failure)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {message}")
+            text = message() if callable(message) else message
+            raise AssertionError(f"timed out waiting: {text}")
         time.sleep(interval)
 
 
-def workload(spiffe_id: str, days: float = 1.0) -> Workload:
+def workload(spiffe_id: str, days: float = 1.0, backdate_seconds: float = 60) -> Workload:
     """A self-signed certificate naming `spiffe_id`, with its key (the relay does not
     check the chain; Envoy serves whatever it is given)."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -94,7 +96,7 @@ def workload(spiffe_id: str, days: float = 1.0) -> Workload:
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_before(now - datetime.timedelta(seconds=backdate_seconds))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),

@@ -41,7 +41,7 @@ def test_envoy_serves_through_outages_and_restarts_from_the_cache(tmp_path, back
     agent = AgentProcess(tmp_path / "agent", *agent_args(ads))
     try:
         agent.wait_ready()
-        status, headers, body = wait_for(lambda: answers(listen, "v1"), message=agent.log())
+        status, headers, body = wait_for(lambda: answers(listen, "v1"), message=agent.log)
         assert body == b"cart-backend"
         # The node the control plane saw, and the cache on disk.
         assert any(node == NODE for node in (s.node_id for s in ads.streams.values()))
@@ -94,7 +94,7 @@ def test_sigterm_finishes_in_flight_requests_then_stops_envoy(tmp_path, backend)
     agent = AgentProcess(tmp_path / "agent", *agent_args(ads))
     try:
         agent.wait_ready()
-        wait_for(lambda: answers(listen, "v1"), message=agent.log())
+        wait_for(lambda: answers(listen, "v1"), message=agent.log)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             before = backend.count
             in_flight = pool.submit(http_get, listen, "/slow")

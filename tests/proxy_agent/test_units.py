@@ -2,6 +2,7 @@
 identity files written atomically and privately, renewal timing, redirect rules, and
 command-line errors that name the flag."""
 
+import dataclasses
 import datetime
 import os
 import random
@@ -133,6 +134,18 @@ def test_renewal_falls_at_half_the_lifetime_with_jitter(tmp_path):
     fractions = [(d + elapsed) / lifetime for d in delays]
     assert all(0.39 <= f <= 0.61 for f in fractions), fractions
     assert len({round(f, 3) for f in fractions}) > 10  # spread, not one instant
+
+
+def test_renewal_counts_the_lifetime_from_arrival_not_the_backdated_not_before(tmp_path):
+    manager = IdentityManager(
+        tmp_path, NODE, control_plane="cp:1", join_address="", server_ca_pem=None,
+        join_token_file=None,
+    )  # fmt: skip
+    # Valid for 10 s from now, backdated a minute (as the control plane issues them).
+    w = workload(SPIFFE, days=10 / 86400, backdate_seconds=60)
+    w = dataclasses.replace(w, received_at=datetime.datetime.now(datetime.UTC))
+    delays = [manager.renew_delay(w, random.Random(seed)) for seed in range(20)]
+    assert all(3.0 <= d <= 6.1 for d in delays), delays
 
 
 def test_redirect_rules_are_app_meshs_and_removed_in_full():

@@ -6,6 +6,7 @@ channel for the whole test, so "without reconnecting" is checked on the server's
 of the client's streams."""
 
 import pytest
+import requests
 
 from tests.support.live import free_port
 from tests.xds.conftest import needs_redis
@@ -100,5 +101,51 @@ def test_weighted_and_header_routes_and_an_update_without_reconnecting(
             c["stream"] for c in before["connections"]
         ]  # the same single stream: no reconnect
         assert after["connections"][0]["closedAt"] is None
+    finally:
+        client.stop()
+
+
+def test_a_route_the_client_rejects_is_nacked_and_the_api_shows_its_words(
+    alice, greeter_mesh, xds_server, tmp_path
+):
+    creds = join_certificate(alice.tenant, MESH, "virtualNode", "client", xds_server.join, tmp_path)
+    bootstrap = grpc_bootstrap(xds_server.ads, CLIENT_ID, creds, {"instance_id": "client-1"})
+    client = GrpcXdsClient(SERVICE, bootstrap)
+    try:
+        wait_for(lambda: set(client.call(5)) <= {"v1", "v2"}, message=client.errors)
+        good = _instance(alice)["ackedVersions"]["routes"]
+        # Python's re takes a lookahead, so the API stores it; gRPC's RE2 refuses it.
+        greeter_mesh.update_route(
+            meshName=MESH,
+            virtualRouterName="greeter",
+            routeName="canary",
+            spec={
+                "priority": 0,
+                "grpcRoute": {
+                    "match": {
+                        "serviceName": "test.Greeter",
+                        "metadata": [{"name": "x-canary", "match": {"regex": "(?=yes)y.*"}}],
+                    },
+                    "action": {"weightedTargets": [{"virtualNode": "greeter-v2", "weight": 1}]},
+                },
+            },
+        )
+        instance = wait_for(
+            lambda: (i := _instance(alice))["lastNack"] and i,
+            message=lambda: f"no NACK recorded: {_instance(alice)}\n{client.errors()}",
+        )
+        config = requests.get(
+            f"{alice.base_url}/api/v1/meshes/{MESH}/proxies/virtualNode/client/config",
+            params={"consumer": "grpc"},
+            headers=alice.bearer,
+            timeout=30,
+        ).json()
+        nack = instance["lastNack"]
+        assert nack["type"] == "routes"
+        assert nack["version"] == config["typeVersions"]["routes"]  # the rejected one
+        assert "regex" in nack["errorDetail"].lower(), nack
+        # The client keeps its last good routes, and says so.
+        assert instance["ackedVersions"]["routes"] == good
+        assert set(client.call(20)) <= {"v1", "v2"}
     finally:
         client.stop()

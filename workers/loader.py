@@ -49,11 +49,18 @@ def fingerprint(
     gateway_routes: Mapping[str, Mapping[str, Mapping]] | None = None,
     endpoints: Mapping[tuple[str, int], Iterable[Endpoint | Mapping]] | None = None,
     trust_bundle: str = "",
+    mtls_mode: str = "DISABLED",
+    trust_domain: str = "",
 ) -> dict[str, str]:
     """A content hash per compiler input, keyed `"<kind> <name>"` with the kinds and names
     of `workers.compiler.dependents` (routes `<router>/<route>`, endpoints per node).
-    Takes the same arguments as `MeshContext.from_specs`."""
-    out = {f"mesh {mesh_name}": _digest([mesh_spec or {}, trust_bundle])}
+    Takes the same arguments as `MeshContext.from_specs`. The mTLS policy is part of the
+    mesh's hash (a change recompiles every proxy); while it is DISABLED the hash is what
+    it was before the policy existed, and the trust domain (unused then) is left out."""
+    mesh_inputs: list[Any] = [mesh_spec or {}, trust_bundle]
+    if mtls_mode != "DISABLED":
+        mesh_inputs.append({"mtls": mtls_mode, "trustDomain": trust_domain})
+    out = {f"mesh {mesh_name}": _digest(mesh_inputs)}
     for kind, items in (
         ("virtualNode", virtual_nodes),
         ("virtualService", virtual_services),
@@ -101,7 +108,7 @@ def load(mesh_id: int) -> LoadedMesh | None:
     # it as compiled never claims a write the compile did not see.
     mesh = (
         Mesh.objects.filter(pk=mesh_id)
-        .values("name", "uid", "spec", "revision", "tenant_id", "tenant__account_id")
+        .values("name", "uid", "spec", "revision", "mtls_mode", "tenant_id", "tenant__account_id")
         .first()
     )
     if mesh is None:
@@ -117,10 +124,14 @@ def load(mesh_id: int) -> LoadedMesh | None:
             out.setdefault(parent_name, {})[name] = spec
         return out
 
-    from tenants.identity.services import mesh_trust_bundle
+    from tenants.identity.services import mesh_trust_bundle, trust_domain
+    from tenants.models import Tenant
 
     inputs: dict[str, Any] = {
         "trust_bundle": mesh_trust_bundle(mesh_id),  # CA rotation → new SDS secret
+        "mtls_mode": mesh["mtls_mode"],
+        # The trust domain needs only the account id: an unsaved Tenant, no query.
+        "trust_domain": trust_domain(Tenant(account_id=mesh["tenant__account_id"])),
         "virtual_nodes": specs(VirtualNode),
         "virtual_services": specs(VirtualService),
         "virtual_routers": specs(VirtualRouter),

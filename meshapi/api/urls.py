@@ -1,9 +1,9 @@
 """The native API at /api/v1/: tenant management, mesh resources, the OpenAPI document."""
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from meshapi.api import endpoints, proxies, views
+from meshapi.api import endpoints, mtls, proxies, views
 from tenants.scoping import NativeRouter
 
 MESH = r"meshes/(?P<mesh>[^/]+)"
@@ -33,6 +33,11 @@ urlpatterns = [
     path("", include("tenants.api.urls")),
     path("", include("tenants.identity.urls")),
     *router.urls,
+    re_path(
+        rf"^{MESH}/mtls/?$",
+        mtls.MtlsPolicyViewSet.as_view({"get": "retrieve", "put": "update"}),
+        name="mesh-mtls",
+    ),
     path("schema/", SpectacularAPIView.as_view(), name="native-schema"),
     path("schema/ui/", SpectacularSwaggerView.as_view(url_name="native-schema"), name="native-ui"),
 ]

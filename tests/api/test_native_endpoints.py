@@ -21,6 +21,7 @@ from meshapi.services.kinds import (
 from tenants import services
 from tenants.models import DEFAULT_QUOTAS, AuditEvent, Membership, Role
 from tests.api.test_native_identity_endpoints import ENDPOINTS as IDENTITY_ENDPOINTS
+from tests.api.test_native_mtls import ENDPOINTS as MTLS_ENDPOINTS
 from tests.api.test_native_proxies import ENDPOINTS as PIPELINE_ENDPOINTS
 from tests.support.endpoints import Call, Endpoint, EndpointContract, send
 
@@ -245,7 +246,7 @@ ENDPOINTS = [
 
 # Every native endpoint: this module's, and those held to the contract with a world of
 # their own in other modules.
-ALL_ENDPOINTS = ENDPOINTS + PIPELINE_ENDPOINTS + IDENTITY_ENDPOINTS
+ALL_ENDPOINTS = ENDPOINTS + PIPELINE_ENDPOINTS + IDENTITY_ENDPOINTS + MTLS_ENDPOINTS
 
 
 def test_every_native_route_is_covered():

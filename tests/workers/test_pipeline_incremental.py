@@ -71,7 +71,7 @@ def test_sequences_of_changes_incremental_equals_full(meshes, data):
     for other in meshes[1:]:
         nxt = {}
         for key, value in current.items():
-            if key == "mesh_spec":
+            if not isinstance(value, dict) or key == "mesh_spec":
                 nxt[key] = other[key] if data.draw(st.booleans()) else value
                 continue
             merged = dict(value)

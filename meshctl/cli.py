@@ -77,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     exporter.add_argument("--mesh", required=True)
     exporter.add_argument("--provider", choices=sorted(export.PREFIXES), default="meshplane")
     exporter.add_argument("--output", "-o", type=Path, help="write here instead of stdout")
+    exporter.add_argument(
+        "--import-blocks",
+        action="store_true",
+        help="precede each resource with an `import` block (Terraform >= 1.5), so the first "
+        "plan adopts the existing objects",
+    )
     _connection_options(exporter)
     return parser
 
@@ -104,7 +110,7 @@ def _import(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     client = make_client(args.profile, args.endpoint_url, args.region)
     resources = appmesh_api.from_endpoint(client, f"mesh {args.mesh}", args.mesh)
-    text = export.to_terraform(resources, args.provider, f"mesh '{args.mesh}'")
+    text = export.to_terraform(resources, args.provider, f"mesh '{args.mesh}'", args.import_blocks)
     if args.output is not None:
         args.output.write_text(text)
     else:

@@ -36,7 +36,7 @@ def _file_kind(path: Path) -> str:
         if any(kubernetes.is_manifest(item) for d in docs for item in kubernetes.flatten(d)):
             return "kubernetes"
     if isinstance(data, dict):
-        if "resources" in data and "version" in data or "format_version" in data:
+        if ("resources" in data and "version" in data) or "format_version" in data:
             return "terraform-state"
         if cloudformation.is_template(data):
             return "cloudformation"
@@ -58,8 +58,14 @@ def load(
         raise TranslateError(f"{path}: no such file or directory.")
     parameters = parameters or {}
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        tf_files = [p for p in files if p.suffix == ".tf"]
+        # Hidden directories hold tool state (.terraform/, .git/), never sources.
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        # A Terraform module is one directory: its own .tf files, not its subdirectories'.
+        tf_files = [p for p in files if p.suffix == ".tf" and p.parent == path]
         if tf_files:
             return "terraform-config", terraform.from_config(tf_files, parameters)
         kinds = {
@@ -67,11 +73,14 @@ def load(
         }
         if not kinds:
             raise TranslateError(f"{path}: no .tf, .json, .tfstate, .yaml or .yml files.")
-        if set(kinds.values()) == {"kubernetes"}:
-            return "kubernetes", kubernetes.from_manifests(list(kinds), default_mesh)
+        # Manifests refer to each other across files: read them together.
+        manifests = [f for f, kind in kinds.items() if kind == "kubernetes"]
         resources: list[Resource] = []
+        if manifests:
+            resources.extend(kubernetes.from_manifests(manifests, default_mesh))
         for file, kind in kinds.items():
-            resources.extend(_load_file(file, kind, parameters, default_mesh))
+            if kind != "kubernetes":
+                resources.extend(_load_file(file, kind, parameters, default_mesh))
         found = sorted(set(kinds.values()))
         return (found[0] if len(found) == 1 else "mixed"), resources
     kind = _file_kind(path)

@@ -204,15 +204,18 @@ class _Manifests:
         ]
         labels = self.namespaces.get(obj.namespace)
         if labels is not None:
-            chosen = [
-                g
-                for g in gateways
-                if _matches(g.spec.get("namespaceSelector"), labels)
-                and (
-                    "gatewayRouteSelector" not in g.spec
-                    or _matches(g.spec.get("gatewayRouteSelector"), obj.labels)
-                )
-            ]
+            try:
+                chosen = [
+                    g
+                    for g in gateways
+                    if _matches(g.spec.get("namespaceSelector"), labels)
+                    and (
+                        "gatewayRouteSelector" not in g.spec
+                        or _matches(g.spec.get("gatewayRouteSelector"), obj.labels)
+                    )
+                ]
+            except TranslateError as exc:
+                raise TranslateError(f"{obj.where}: {exc}.") from None
             if len(chosen) == 1:
                 return chosen[0].aws_name
         if len(gateways) == 1:

@@ -1,6 +1,7 @@
 """Source readers without a server: formats and origins that the live tests do not cover."""
 
 import json
+import shutil
 
 import pytest
 
@@ -116,3 +117,15 @@ def test_cloudformation_parameter_without_default_asks_for_a_value(tmp_path):
 
     _, resources = sources.load(path, {"Name": "given"})
     assert [r.name for r in resources] == ["given"]
+
+
+def test_a_terraform_directory_is_one_module_without_tool_state(tmp_path):
+    shutil.copytree(FIXTURES / "terraform", tmp_path / "infra")
+    for junk in (".terraform/modules/vpc/main.tf", "modules/child/main.tf"):
+        (tmp_path / "infra" / junk).parent.mkdir(parents=True)
+        (tmp_path / "infra" / junk).write_text("this is { not = the module we read\n")
+
+    fmt, resources = sources.load(tmp_path / "infra")
+
+    assert fmt == "terraform-config"
+    assert _specs(resources) == expected.specs()

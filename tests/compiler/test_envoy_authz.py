@@ -50,8 +50,11 @@ class _App(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _mesh(protocol: str) -> MeshContext:
+def _mesh(protocol: str, catalog_at: int = 0) -> MeshContext:
+    """catalog (one listener) is called by frontend (backend catalog.local), not by
+    stranger; `catalog_at` is the port catalog's proxy listens on, as frontend's EDS."""
     listener = [{"portMapping": {"port": 8080, "protocol": protocol}}]
+    endpoints = {("catalog", 8080): [{"address": "127.0.0.1", "port": catalog_at}]}
     return MeshContext.from_specs(
         "shop",
         {"egressFilter": {"type": "DROP_ALL"}},
@@ -63,6 +66,7 @@ def _mesh(protocol: str) -> MeshContext:
         virtual_services={
             "catalog.local": {"provider": {"virtualNode": {"virtualNodeName": "catalog"}}}
         },
+        endpoints=endpoints if catalog_at else None,
         trust_bundle="(replaced by the test's CA)",
         mtls_mode="STRICT",
         trust_domain=TRUST_DOMAIN,
@@ -105,25 +109,17 @@ class _Echo(socketserver.BaseRequestHandler):
 
 
 @contextlib.contextmanager
-def _envoy(tmp_path: Path, protocol: str, app_port: int):
-    """The callee `catalog` (one listener of `protocol`) compiled and run by a real Envoy."""
+def _envoy(directory: Path, ctx: MeshContext, proxy: ProxyRequest, keys: "_Pki", identity: str):
+    """`proxy` compiled from `ctx` and run by a real Envoy holding the certificate of
+    `identity` (signed by `keys`' CA) as its SDS `meshplane:identity`."""
     binary = envoy_binary()
     if binary is None:
         pytest.skip("no Envoy binary: run `make envoy` or set MESHPLANE_ENVOY_BIN")
-    ingress = free_port()
-    proxy = ProxyRequest(
-        "virtualNode",
-        "catalog",
-        interception="explicit",
-        app_port=app_port,
-        ingress_port=ingress,
-        egress_port=free_port(),
-    )
-    snapshot = compile_proxy(_mesh(protocol), proxy).check()
-    keys = _Pki(tmp_path)
-    files = throwaway_files(str(tmp_path))
+    directory.mkdir(exist_ok=True)
+    snapshot = compile_proxy(ctx, proxy).check()
+    files = throwaway_files(str(directory))
     boot = static_bootstrap(snapshot, files)
-    cert, key = keys.leaf("catalog")
+    cert, key = keys.leaf(identity)
     for secret in boot["static_resources"]["secrets"]:
         if secret["name"] == names.IDENTITY_SECRET:
             secret["tls_certificate"] = {
@@ -132,9 +128,9 @@ def _envoy(tmp_path: Path, protocol: str, app_port: int):
             }
         elif secret["name"] == names.MESH_CA_SECRET:
             secret["validation_context"] = {"trusted_ca": {"filename": str(keys.ca_path)}}
-    config = tmp_path / "envoy.json"
+    config = directory / "envoy.json"
     config.write_text(json.dumps(boot))
-    admin_path = tmp_path / "admin.txt"
+    admin_path = directory / "admin.txt"
     process = subprocess.Popen(
         [binary, "-c", str(config), "--use-dynamic-base-id", "-l", "error"]
         + ["--file-flush-interval-msec", "100"]
@@ -144,7 +140,13 @@ def _envoy(tmp_path: Path, protocol: str, app_port: int):
     )
     try:
         admin = _wait_ready(process, admin_path)
-        yield {"port": ingress, "pki": keys, "log": Path(files.log), "admin": admin}
+        yield {
+            "port": proxy.ingress_port,
+            "egress": snapshot.metadata.get("egress_ports", {}),
+            "pki": keys,
+            "log": Path(files.log),
+            "admin": admin,
+        }
     finally:
         process.terminate()
         try:
@@ -154,16 +156,34 @@ def _envoy(tmp_path: Path, protocol: str, app_port: int):
             process.wait()
 
 
-@pytest.fixture
-def callee(tmp_path):
+def _callee(app_port: int) -> ProxyRequest:
+    return ProxyRequest(
+        "virtualNode",
+        "catalog",
+        interception="explicit",
+        app_port=app_port,
+        ingress_port=free_port(),
+        egress_port=free_port(),
+    )
+
+
+@contextlib.contextmanager
+def _http_app():
     app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _App)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     try:
-        with _envoy(tmp_path, "http", app.server_address[1]) as running:
-            yield running
+        yield app.server_address[1]
     finally:
         app.shutdown()
         app.server_close()
+
+
+@pytest.fixture
+def callee(tmp_path):
+    with _http_app() as app_port:
+        proxy = _callee(app_port)
+        with _envoy(tmp_path / "catalog", _mesh("http"), proxy, _Pki(tmp_path), "catalog") as e:
+            yield e
 
 
 @pytest.fixture
@@ -172,8 +192,9 @@ def tcp_callee(tmp_path):
     app.daemon_threads = True
     threading.Thread(target=app.serve_forever, daemon=True).start()
     try:
-        with _envoy(tmp_path, "tcp", app.server_address[1]) as running:
-            yield running
+        proxy = _callee(app.server_address[1])
+        with _envoy(tmp_path / "catalog", _mesh("tcp"), proxy, _Pki(tmp_path), "catalog") as e:
+            yield e
     finally:
         app.shutdown()
         app.server_close()
@@ -282,3 +303,41 @@ def test_tcp_allowed_caller_is_proxied_others_are_cut_off_with_the_reason_logged
         1,
         1,
     )
+
+
+@pytest.mark.parametrize("callee_identity, status", [("catalog", 200), ("stranger", 503)])
+def test_a_caller_proxy_reaches_the_callee_over_mtls_checking_its_spiffe_id(
+    tmp_path, callee_identity, status
+):
+    """frontend's Envoy → mTLS → catalog's Envoy → app. A callee presenting another mesh
+    identity than catalog's is refused by the caller (no request reaches it)."""
+    keys = _Pki(tmp_path)
+    with _http_app() as app_port:
+        proxy = _callee(app_port)
+        ctx = _mesh("http", catalog_at=proxy.ingress_port)
+        frontend = ProxyRequest(
+            "virtualNode",
+            "frontend",
+            interception="explicit",
+            ingress_port=free_port(),
+            egress_port=free_port(),
+        )
+        with (
+            _envoy(tmp_path / "catalog", ctx, proxy, keys, callee_identity) as catalog,
+            _envoy(tmp_path / "frontend", ctx, frontend, keys, "frontend") as caller,
+        ):
+            conn = http.client.HTTPConnection(
+                "127.0.0.1", caller["egress"]["catalog.local:8080"], timeout=10
+            )
+            conn.request("GET", "/items", headers={"Host": "catalog.local"})
+            response = conn.getresponse()
+            body = response.read().decode()
+            assert response.status == status, body
+            if status == 200:
+                assert body == "catalog says hello"
+                (line,) = _log_lines(catalog, 1)
+                assert f"peer={SPIFFE}/frontend" in line, line
+            else:
+                assert catalog["log"].exists() is False or catalog["log"].read_text() == ""
+                san = _stat(caller, "cluster.upstream/catalog/8080.ssl.fail_verify_san")
+                assert san >= 1, san

@@ -65,9 +65,9 @@ def access_logs(file_spec, authz: str = "") -> list[accesslog_pb2.AccessLog]:
         fields = struct_pb2.Struct()
         for pair in fmt["json"]:
             fields[pair["key"]] = pair["value"]
-        values = {pair["value"] for pair in fmt["json"]}
+        values = [str(pair["value"]) for pair in fmt["json"]]
         for key, operator in extra:
-            if operator not in values and key not in fields:
+            if key not in fields and not any(operator in value for value in values):
                 fields[key] = operator
         log.log_format.CopyFrom(
             substitution_format_string_pb2.SubstitutionFormatString(json_format=fields)

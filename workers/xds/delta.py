@@ -31,6 +31,7 @@ class DeltaTypeState:
     told_absent: set[str] = field(default_factory=set)
     pending: dict[str, str] = field(default_factory=dict)  # nonce → system version
     responded: bool = False
+    resumed: bool = False
     rejected: bool = False
     nacked: set[tuple[str, str]] = field(default_factory=set)  # (name, digest)
     last_sent: dict[str, dict[str, str]] = field(default_factory=dict)  # nonce → {name: digest}
@@ -58,6 +59,7 @@ class DeltaStream:
         if state is None:
             state = self.types[type_url] = DeltaTypeState()
             state.client_has = dict(request.initial_resource_versions)
+            state.resumed = bool(state.client_has)
             if type_url in WILDCARD_TYPES and not request.resource_names_subscribe:
                 state.wildcard = True
         for name in request.resource_names_subscribe:
@@ -114,7 +116,9 @@ class DeltaStream:
             for n in state.names
             if n not in resources and n not in state.client_has and n not in state.told_absent
         )
-        first = not state.responded and entry.version is not None
+        # A fresh client waits for a first answer even when it is empty; a resuming one
+        # (it sent initial_resource_versions) already has what it needs.
+        first = not state.responded and entry.version is not None and not state.resumed
         if not updates and not removed and not absent and not first:
             return []
         for r in updates:

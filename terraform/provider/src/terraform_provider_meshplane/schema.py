@@ -226,7 +226,7 @@ def _computed_attributes() -> list[Attribute]:
     ]
 
 
-def _naming_attributes(kind: Kind, *, data: bool) -> list[Attribute]:
+def _naming_attributes(kind: Kind) -> list[Attribute]:
     attrs = [Attribute("name", "string", required=True)]
     if kind.in_mesh:
         attrs.append(Attribute("mesh_name", "string", required=True))
@@ -242,11 +242,11 @@ def resource_schema(type_name: str) -> Block:
     spec = spec_block(kind.spec_shape())
     block = Block(
         attributes=[
-            *_naming_attributes(kind, data=False),
+            *_naming_attributes(kind),
             *_computed_attributes(),
             Attribute("tags", ["map", "string"], optional=True),
         ],
-        blocks=[BlockType("spec", SINGLE, spec, "spec", min_items=0 if not kind.in_mesh else 1)],
+        blocks=[BlockType("spec", SINGLE, spec, "spec", min_items=1 if kind.in_mesh else 0)],
     )
     return block
 
@@ -258,7 +258,7 @@ def data_source_schema(type_name: str) -> Block:
     spec = resource_schema(type_name).block("spec").block
     return Block(
         attributes=[
-            *_naming_attributes(kind, data=True),
+            *_naming_attributes(kind),
             *_computed_attributes(),
             Attribute("tags", ["map", "string"], computed=True),
             Attribute("spec", spec.value_type(), computed=True),

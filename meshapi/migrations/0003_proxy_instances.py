@@ -5,64 +5,98 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('meshapi', '0002_endpoints_proxy_configs'),
-        ('tenants', '0001_initial'),
+        ("meshapi", "0002_endpoints_proxy_configs"),
+        ("tenants", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ProxyInstance',
+            name="ProxyInstance",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(max_length=16)),
-                ('name', models.CharField(max_length=255)),
-                ('instance_id', models.CharField(max_length=255)),
-                ('address', models.CharField(blank=True, default='', max_length=255)),
-                ('ports', models.JSONField(default=list)),
-                ('consumer', models.CharField(default='envoy', max_length=16)),
-                ('interception', models.CharField(default='redirect', max_length=16)),
-                ('replica', models.CharField(blank=True, default='', max_length=255)),
-                ('stream', models.CharField(blank=True, default='', max_length=64)),
-                ('connected_since', models.DateTimeField(blank=True, null=True)),
-                ('disconnected_at', models.DateTimeField(blank=True, null=True)),
-                ('acked', models.JSONField(default=dict)),
-                ('last_nack', models.JSONField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('mesh', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='proxy_instances', to='meshapi.mesh')),
-                ('tenant', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("kind", models.CharField(max_length=16)),
+                ("name", models.CharField(max_length=255)),
+                ("instance_id", models.CharField(max_length=255)),
+                ("address", models.CharField(blank=True, default="", max_length=255)),
+                ("ports", models.JSONField(default=list)),
+                ("consumer", models.CharField(default="envoy", max_length=16)),
+                ("interception", models.CharField(default="redirect", max_length=16)),
+                ("replica", models.CharField(blank=True, default="", max_length=255)),
+                ("stream", models.CharField(blank=True, default="", max_length=64)),
+                ("connected_since", models.DateTimeField(blank=True, null=True)),
+                ("disconnected_at", models.DateTimeField(blank=True, null=True)),
+                ("acked", models.JSONField(default=dict)),
+                ("last_nack", models.JSONField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "mesh",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="proxy_instances",
+                        to="meshapi.mesh",
+                    ),
+                ),
+                (
+                    "tenant",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="tenants.tenant",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['kind', 'name', 'instance_id'],
+                "ordering": ["kind", "name", "instance_id"],
             },
         ),
         migrations.CreateModel(
-            name='ProxyConnection',
+            name="ProxyConnection",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stream', models.CharField(max_length=64)),
-                ('replica', models.CharField(blank=True, default='', max_length=255)),
-                ('protocol', models.CharField(default='sotw', max_length=8)),
-                ('peer', models.CharField(blank=True, default='', max_length=512)),
-                ('opened_at', models.DateTimeField()),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('instance', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='connections', to='meshapi.proxyinstance')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("stream", models.CharField(max_length=64)),
+                ("replica", models.CharField(blank=True, default="", max_length=255)),
+                ("protocol", models.CharField(default="sotw", max_length=8)),
+                ("peer", models.CharField(blank=True, default="", max_length=512)),
+                ("opened_at", models.DateTimeField()),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "instance",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="connections",
+                        to="meshapi.proxyinstance",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='proxyinstance',
-            index=models.Index(fields=['mesh', 'kind', 'name'], name='meshapi_pro_mesh_id_90bbaa_idx'),
+            model_name="proxyinstance",
+            index=models.Index(
+                fields=["mesh", "kind", "name"], name="meshapi_pro_mesh_id_90bbaa_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='proxyinstance',
-            constraint=models.UniqueConstraint(fields=('mesh', 'kind', 'name', 'instance_id'), name='uniq_proxy_instance'),
+            model_name="proxyinstance",
+            constraint=models.UniqueConstraint(
+                fields=("mesh", "kind", "name", "instance_id"), name="uniq_proxy_instance"
+            ),
         ),
         migrations.AddIndex(
-            model_name='proxyconnection',
-            index=models.Index(fields=['instance', '-id'], name='meshapi_pro_instanc_a6fac5_idx'),
+            model_name="proxyconnection",
+            index=models.Index(fields=["instance", "-id"], name="meshapi_pro_instanc_a6fac5_idx"),
         ),
     ]

@@ -323,3 +323,80 @@ def grpc_bootstrap(
         "certificate_providers": {},
         "server_listener_resource_name_template": "grpc/server?xds.resource.listening_address=%s",
     }
+
+
+# ------------------------------------------------------------------ a raw ADS client
+
+
+class RawAdsClient:
+    """A state-of-the-world ADS client on a thread that ACKs every response and records
+    the versions it was sent per type (what a proxy would have applied)."""
+
+    def __init__(self, ads: str, node_id: str, metadata: dict, subscriptions: dict) -> None:
+        import queue
+
+        from envoy.service.discovery.v3 import discovery_pb2
+        from google.protobuf import struct_pb2
+
+        self._pb = discovery_pb2
+        self.node_id = node_id
+        self.subscriptions = subscriptions  # {type_url: [names]}
+        self.received: list = []  # (type_url, version_info)
+        self._cond = threading.Condition()
+        self._requests: queue.Queue = queue.Queue()
+        self._channel = grpc.insecure_channel(ads)
+        self._metadata = struct_pb2.Struct()
+        self._metadata.update(metadata)
+        self._call = None
+        self.error: Exception | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _request_stream(self):
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            yield item
+
+    def _run(self) -> None:
+        first = True
+        for type_url, names in self.subscriptions.items():
+            request = self._pb.DiscoveryRequest(type_url=type_url, resource_names=names)
+            if first:
+                request.node.id = self.node_id
+                request.node.metadata.CopyFrom(self._metadata)
+                first = False
+            self._requests.put(request)
+        rpc = self._channel.stream_stream(
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+            request_serializer=self._pb.DiscoveryRequest.SerializeToString,
+            response_deserializer=self._pb.DiscoveryResponse.FromString,
+        )
+        self._call = rpc(self._request_stream())
+        try:
+            for response in self._call:
+                with self._cond:
+                    self.received.append((response.type_url, response.version_info))
+                    self._cond.notify_all()
+                self._requests.put(
+                    self._pb.DiscoveryRequest(
+                        type_url=response.type_url,
+                        version_info=response.version_info,
+                        response_nonce=response.nonce,
+                        resource_names=self.subscriptions.get(response.type_url, []),
+                    )
+                )
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def versions(self, type_url: str) -> list[str]:
+        with self._cond:
+            return [v for t, v in self.received if t == type_url]
+
+    def close(self) -> None:
+        self._requests.put(None)
+        if self._call is not None:
+            self._call.cancel()
+        self._channel.close()
+        self._thread.join(5)

@@ -162,6 +162,8 @@ class ConfigCache:
         if entry.key not in self.watchers:
             return  # nobody watches it any more
         self.entries[entry.key] = entry
+        if entry.version is None and (old is None or old.version is None):
+            return  # never compiled yet: nothing to tell (an empty push would wipe a proxy)
         for watcher in list(self.watchers.get(entry.key, ())):
             watcher(entry)
 

@@ -164,6 +164,8 @@ class Agent:
         return None
 
     def _install_redirect(self) -> None:
+        # The agent's own connections (control plane, join) are exempt by destination, not
+        # by UID: the app may well run as the same UID as the agent (root in a container).
         ignored_ips = set(self.config.egress_ignored_ips or DEFAULT_IGNORED_IPS)
         for target in (self.config.control_plane, self.config.join_address):
             if target:
@@ -171,7 +173,6 @@ class Agent:
         rules = RedirectRules(
             app_ports=self.config.app_ports,
             proxy_uid=self.config.proxy_uid,
-            ignored_uids=(os.geteuid(),) if os.geteuid() != self.config.proxy_uid else (),
             egress_ignored_ports=self.config.egress_ignored_ports,
             egress_ignored_ips=tuple(sorted(ignored_ips)),
         )
@@ -220,8 +221,9 @@ class Agent:
         return json_body(200 if envoy_ok else 503, body)
 
     async def _ready(self):
+        """Ready: Envoy is LIVE, has ACKed listeners and clusters, and none is warming."""
         configured = self.relay is not None and self.relay.envoy_configured()
-        live = not self.run_envoy or await self.admin.live()
+        live = not self.run_envoy or (await self.admin.live() and await self.admin.warmed())
         draining = self._stop.is_set()
         ready = configured and live and not draining
         body = {

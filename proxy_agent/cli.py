@@ -67,6 +67,18 @@ def parser() -> argparse.ArgumentParser:
         "the inbound ports to intercept).",
     )
     run.add_argument("--interception", choices=INTERCEPTIONS, default="explicit")
+    run.add_argument(
+        "--ingress-port",
+        type=int,
+        default=0,
+        help="Explicit mode: the first ingress listener's port (sent as node.metadata).",
+    )
+    run.add_argument(
+        "--egress-port",
+        type=int,
+        default=0,
+        help="Explicit mode: the first loopback egress listener's port (node.metadata).",
+    )
     run.add_argument("--data-dir", default=env("MESHPLANE_DATA_DIR", "/var/lib/meshagent"))
     run.add_argument("--envoy", default="", help="Envoy binary (default: $MESHPLANE_ENVOY_BIN).")
     run.add_argument("--admin-port", type=int, default=9901, help="Envoy admin (loopback).")
@@ -125,6 +137,8 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         tenant=args.tenant,
         resource_arn=arn,
         app_ports=args.app_port,
+        ingress_port=args.ingress_port,
+        egress_port=args.egress_port,
         envoy_binary=envoy,
         admin_port=args.admin_port,
         status_host=args.status_host,

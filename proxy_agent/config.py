@@ -35,6 +35,8 @@ class AgentConfig:
     tenant: str = ""  # insecure mode only: the account id or slug the node belongs to
     resource_arn: str = ""
     app_ports: tuple[int, ...] = ()
+    ingress_port: int = 0  # explicit mode: the first ingress listener's port (0: default)
+    egress_port: int = 0  # explicit mode: the first egress listener's port (0: default)
     envoy_binary: str = ""
     admin_port: int = 9901
     status_host: str = "127.0.0.1"
@@ -72,6 +74,10 @@ class AgentConfig:
         if self.app_ports:
             metadata["ports"] = list(self.app_ports)
             metadata["app_port"] = self.app_ports[0]
+        if self.ingress_port:
+            metadata["ingress_port"] = self.ingress_port
+        if self.egress_port:
+            metadata["egress_port"] = self.egress_port
         if self.resource_arn:
             metadata["APPMESH_RESOURCE_ARN"] = self.resource_arn
         if self.tenant:

@@ -13,6 +13,7 @@ import logging
 import os
 import random
 import signal
+import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -30,16 +31,27 @@ RESTART_MIN, RESTART_MAX = 1.0, 30.0
 STABLE_SECONDS = 60.0  # a run this long resets the restart backoff
 
 
-def _die_with_parent() -> None:
-    """In the child: Envoy gets SIGTERM if the agent dies, so a killed agent never leaves
-    an orphan Envoy holding the ports its successor needs (Linux only; else a no-op)."""
+def _load_prctl():
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+
+
+# Looked up before any fork: the child must not dlopen (a lock may be held by a thread that
+# does not exist in the child).
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+_SIGTERM = int(signal.SIGTERM)
+
+
+def _die_with_parent() -> None:
+    """In the child: Envoy gets SIGTERM if the agent dies, so a killed agent never leaves
+    an orphan Envoy holding the ports its successor needs (Linux only; else a no-op)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, _SIGTERM)
 
 
 def bootstrap(
@@ -142,6 +154,18 @@ class Admin:
             return False
         return status == 200 and body.strip() == b"LIVE"
 
+    async def warmed(self) -> bool:
+        """Every listener Envoy was given is serving (none still warming: a listener is
+        ACKed before its routes and clusters have arrived)."""
+        try:
+            status, body, _ = await self.call(
+                "GET", "/stats?filter=^listener_manager.total_listeners_&format=json", timeout=2.0
+            )
+            stats = {s["name"]: s.get("value", 0) for s in json.loads(body).get("stats", [])}
+        except (OSError, ValueError, KeyError):
+            return False
+        return status == 200 and stats.get("listener_manager.total_listeners_warming", 1) == 0
+
 
 class EnvoySupervisor:
     """Runs Envoy, restarts it with backoff when it dies, drains it on request."""
@@ -212,7 +236,7 @@ class EnvoySupervisor:
         while not self.stopping:
             try:
                 process = await self._start()
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
                 log.error("envoy: cannot start %s: %s", self.binary, exc)
                 process = None
             started = time.monotonic()

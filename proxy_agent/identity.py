@@ -19,6 +19,7 @@ import datetime
 import hashlib
 import json
 import logging
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -204,10 +205,12 @@ class IdentityManager:
     # ------------------------------------------------------------ calls
 
     def _token(self) -> str:
+        if self.join_token_file is None and os.environ.get("MESHPLANE_JOIN_TOKEN"):
+            return os.environ["MESHPLANE_JOIN_TOKEN"].strip()  # ECS `secrets` give variables
         if self.join_token_file is None:
             raise IdentityError(
                 "--join-token-file: no identity in the data directory and no join token "
-                "to get one with."
+                "to get one with (--join-token-file or MESHPLANE_JOIN_TOKEN)."
             )
         try:
             token = self.join_token_file.read_text().strip()

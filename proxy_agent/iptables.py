@@ -110,7 +110,7 @@ class Iptables:
     """Installs and removes RedirectRules with the `iptables` binary."""
 
     def __init__(self, binary: str | None = None, runner: Runner = _run) -> None:
-        self.binary = binary or shutil.which("iptables") or ""
+        self.binary = (shutil.which("iptables") or "") if binary is None else binary
         self.runner = runner
         self.installed: RedirectRules | None = None
 

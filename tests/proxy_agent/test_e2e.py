@@ -277,3 +277,25 @@ def test_short_lived_certificates_rotate_without_failed_requests(alice, mesh, tm
         agent.stop()
         xds.stop()
         app.stop()
+
+
+def test_insecure_development_mode_against_serve_xds_insecure(alice, mesh, tmp_path):
+    """`serve_xds --insecure` + `meshagent run --insecure --tenant`: no identity, plaintext,
+    loopback only (local development): the same traffic path."""
+    from tests.xds.support import XdsProcess
+
+    xds = XdsProcess(insecure=True)
+    agent = AgentProcess(
+        tmp_path / "front",
+        "--insecure", "--tenant", alice.tenant.account_id, "--control-plane", xds.ads,
+        "--node", NODE,
+    )  # fmt: skip
+    try:
+        agent.wait_ready()
+        port = _egress_port(agent)
+        wait_for(lambda: _ok(port), message=agent.log)
+        assert "identity" not in agent.status()
+        assert not (tmp_path / "front" / "identity.pem").exists()
+    finally:
+        agent.stop()
+        xds.stop()

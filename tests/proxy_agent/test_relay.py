@@ -245,3 +245,52 @@ def test_with_the_control_plane_away_envoy_is_served_the_cache_and_resumes_witho
         asyncio.run(resumed())
     finally:
         back.stop()
+
+
+def test_a_restarted_envoy_gets_the_last_good_version_not_the_one_it_rejected(tmp_path, upstream):
+    simple_config(upstream, "v1", free_port(), free_port())
+
+    async def scenario():
+        async with Harness(tmp_path, upstream.address) as h:
+            envoy = ScriptedEnvoy(h.socket)
+            envoy.send(LISTENER)
+            good = await envoy.receive()
+            envoy.send(LISTENER, version="v1", nonce=good.nonce)
+            await eventually(lambda: upstream.acks(LISTENER), message="no ACK")
+            upstream.set(LISTENER, "v2", {"in": good.resources[0]})
+            bad = await envoy.receive()
+            envoy.send(LISTENER, version="v1", nonce=bad.nonce, error="rejected")
+            await eventually(lambda: upstream.nacks(LISTENER), message="no NACK")
+            await envoy.close()
+
+            fresh = ScriptedEnvoy(h.socket)  # Envoy restarted: holds nothing
+            fresh.send(LISTENER)
+            served = await fresh.receive()
+            assert served.version_info == "v1"
+            await fresh.close()
+
+    asyncio.run(scenario())
+
+
+def test_subscription_changes_reach_the_control_plane(tmp_path, upstream):
+    upstream.set(ENDPOINT, "e1", {})
+
+    async def scenario():
+        async with Harness(tmp_path, upstream.address) as h:
+            envoy = ScriptedEnvoy(h.socket)
+            envoy.send(CLUSTER)
+            envoy.send(ENDPOINT, names=["a"])
+            await eventually(
+                lambda: [list(r.resource_names) for r in upstream.of_type(ENDPOINT)] == [["a"]],
+                message="EDS subscription not forwarded",
+            )
+            envoy.send(ENDPOINT, names=["a", "b"])
+            await eventually(
+                lambda: (
+                    [list(r.resource_names) for r in upstream.of_type(ENDPOINT)][-1] == ["a", "b"]
+                ),
+                message="EDS subscription change not forwarded",
+            )
+            await envoy.close()
+
+    asyncio.run(scenario())

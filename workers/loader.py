@@ -69,6 +69,10 @@ def fingerprint(
     ):
         for name, spec in (items or {}).items():
             out[f"{kind} {name}"] = _digest(spec)
+    # A node's backends apart from the rest of its spec: under automatic mTLS they make it
+    # a caller of other nodes (workers/compiler/authz.py), which depend on them alone.
+    for name, spec in (virtual_nodes or {}).items():
+        out[f"backends {name}"] = _digest((spec or {}).get("backends") or [])
     for kind, parents in (("route", routes), ("gatewayRoute", gateway_routes)):
         for parent, children in (parents or {}).items():
             for name, spec in children.items():

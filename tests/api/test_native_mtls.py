@@ -166,3 +166,20 @@ def test_a_new_backend_on_a_caller_recompiles_the_callee(alice, world):
     assert changed == {"reporting", "catalog-v1", "catalog-v2"}, changed
     config = get(alice, f"{V}/meshes/{M}/proxies/virtualNode/catalog-v2/config").text
     assert f"{SPIFFE}/virtualNode/reporting" in config
+
+
+def test_a_callers_other_changes_leave_the_callees_alone(alice, world):
+    put(alice, {"mode": "STRICT"})
+    run_compile(world["mesh_id"])
+    before = versions(world["mesh_id"])
+    spec = resources.describe(alice.tenant, VIRTUAL_NODE, M, "frontend")["spec"]
+    spec["listeners"][0]["timeout"] = {"http": {"idle": {"unit": "s", "value": 30}}}
+    resources.update(
+        alice.tenant, VIRTUAL_NODE, meshes.WRITER, mesh_name=M, name="frontend", spec=spec
+    )
+    result = run_compile(world["mesh_id"])
+    after = versions(world["mesh_id"])
+    # frontend's own listener changed; catalog-v1/v2 admit frontend as before and are not
+    # even recompiled: they depend on frontend's backends, not on the rest of its spec.
+    assert {key[1] for key in after if after[key] != before[key]} == {"frontend"}
+    assert {key[1] for key in result.compiled} == {"frontend", "shop-gateway"}

@@ -202,6 +202,8 @@ def mesh_and_change(draw):
         else:
             nodes[name] = draw(node_spec())
         changed["virtual_nodes"] = nodes
+        # As the loader's fingerprints report it: the node, and its backends apart.
+        return data, changed, {("virtualNode", name), ("backends", name)}
     elif kind == "virtualService":
         name = draw(st.sampled_from(SERVICES))
         services = dict(data["virtual_services"])

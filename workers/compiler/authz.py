@@ -8,9 +8,12 @@ route with N among its weighted targets (any route, any port, any weight: the ca
 declared the dependency, so it is admitted even while a route is being shifted to 0).
 
 The answer depends on other proxies' specs (the caller → callee edge), so `requires`
-names everything it is computed from for the dependency graph (deps.py): the callers,
-the virtual services routing to N, their routers and routes, and the gateways and
-gateway routes targeting them. Everything is indexed once per mesh context.
+names everything it is computed from for the dependency graph (deps.py): the callers'
+backends (`backends <node>`, not their whole spec: a caller's new listener timeout
+recompiles no callee), the virtual services routing to N with their routers and routes,
+and the gateways and gateway routes targeting those services (a router or gateway stands
+for its routes' additions and deletions, as everywhere in deps.py). Everything is indexed
+once per mesh context.
 """
 
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ def _service_targets(ctx: MeshContext, service: str) -> tuple[set[str], set[Dep]
     kind, name = provider
     if kind == "virtualNode":
         return {name}, deps
+    # The router stands for its routes' additions and deletions (deps.py's contract).
     deps.add(("virtualRouter", name))
     router = ctx.virtual_routers.get(name)
     targets: set[str] = set()
@@ -60,12 +64,12 @@ def _index(ctx: MeshContext) -> _Index:
         service_deps[service] = deps
         for node in targets:
             services_to.setdefault(node, set()).add(service)
-    reaches: dict[str, set[tuple[str, str, Dep | None]]] = {}  # service → callers
+    reaches: dict[str, set[tuple[str, str, Dep]]] = {}  # service → callers, and why
     for name, spec in ctx.virtual_nodes.items():
         for backend in dig(spec, "backends", default=()) or ():
             service = dig(backend, "virtualService", "virtualServiceName")
             if service:
-                reaches.setdefault(service, set()).add((NODE, name, None))
+                reaches.setdefault(service, set()).add((NODE, name, ("backends", name)))
     for name, gateway in ctx.virtual_gateways.items():
         for route_name, spec in gateway.routes.items():
             for body in spec.values():
@@ -73,6 +77,8 @@ def _index(ctx: MeshContext) -> _Index:
                 if service:
                     dep = ("gatewayRoute", f"{name}/{route_name}")
                     reaches.setdefault(service, set()).add((GATEWAY, name, dep))
+                    # The gateway stands for its routes' additions and deletions.
+                    reaches[service].add((GATEWAY, name, (GATEWAY, name)))
     callers: dict[str, frozenset[tuple[str, str]]] = {}
     node_deps: dict[str, frozenset[Dep]] = {}
     for node, services in services_to.items():
@@ -82,9 +88,7 @@ def _index(ctx: MeshContext) -> _Index:
             deps |= service_deps[service]
             for kind, name, dep in reaches.get(service, ()):
                 who.add((kind, name))
-                deps.add((kind, name))
-                if dep is not None:
-                    deps.add(dep)
+                deps.add(dep)
         callers[node] = frozenset(who)
         node_deps[node] = frozenset(deps)
     found = _Index(

@@ -10,11 +10,12 @@ that does not exist yet depends on that name, so creating it recompiles the prox
   virtual router, each of its routes, and each route target's virtual node and endpoints.
 
 Changes are `(kind, name)` with kind one of mesh, virtualNode, virtualService,
-virtualRouter, route, virtualGateway, gatewayRoute, endpoints (name = virtual node);
+virtualRouter, route, virtualGateway, gatewayRoute, endpoints and backends (name = virtual
+node; a change to a node's `backends` is reported as both virtualNode and backends);
 routes and gateway routes are named `<parent>/<name>`. A change to a route or gateway
 route counts as a change to its parent, so added and deleted routes are covered.
 With the mesh's automatic mTLS on, a virtual node also depends on what makes a proxy its
-allowed caller (authz.py): the callers themselves (their `backends`), the virtual services
+allowed caller (authz.py): the callers' `backends`, the virtual services
 routing to it with their routers and routes, and the gateway routes targeting those
 services — so adding a backend to a caller recompiles the callee's RBAC.
 """

@@ -105,7 +105,6 @@ class Command(BaseCommand):
             port = ads.add_insecure_port(f"{host}:{options['port']}")
         else:
             from tenants.identity.grpc_service import identity_handlers
-
             from workers.xds.auth import DynamicRoots
 
             roots = DynamicRoots(hosts)
@@ -120,7 +119,6 @@ class Command(BaseCommand):
         join_port = None
         if options["join_port"] is not None:
             from tenants.identity.grpc_service import identity_handlers
-
             from workers.xds.auth import join_credentials
 
             join = grpc.aio.server(options=[("grpc.so_reuseport", 0)])

@@ -9,9 +9,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 ENV = {
     "endpoint": "MESHPLANE_ENDPOINT",
     "access_key_id": "MESHPLANE_ACCESS_KEY_ID",
@@ -42,6 +39,11 @@ def make_client(config: dict[str, Any]) -> Any:
     Refuses to fall back to AWS's own endpoint: with no endpoint anywhere, boto3 would
     send the tenant's key to appmesh.<region>.amazonaws.com.
     """
+    # Imported here: only a configured provider needs boto3, and Terraform starts a
+    # provider just to read its schema too.
+    import boto3
+    from botocore.config import Config
+
     profile = setting(config, "profile")
     try:
         session = boto3.Session(profile_name=profile)

@@ -34,11 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
-from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 from google.protobuf import any_pb2
@@ -64,21 +60,63 @@ SHORT[SECRET] = "secrets"
 IDENTITY_SECRET = "meshplane:identity"
 MESH_CA_SECRET = "meshplane:mesh-ca"
 
-_MESSAGES = {
-    LISTENER: listener_pb2.Listener,
-    ROUTE: route_pb2.RouteConfiguration,
-    CLUSTER: cluster_pb2.Cluster,
-    ENDPOINT: endpoint_pb2.ClusterLoadAssignment,
-    SECRET: secret_pb2.Secret,
-}
-
 RECONNECT_MIN, RECONNECT_MAX = 0.5, 15.0
 
 
+def _fields(data: bytes):
+    """(field number, wire type, value) of a serialized message's top level: enough to read
+    names and ports without importing every Envoy message class (they cost the agent about
+    14 MB of memory; the agent only passes resources through)."""
+    i, n = 0, len(data)
+
+    def varint() -> int:
+        nonlocal i
+        shift = result = 0
+        while True:
+            byte = data[i]
+            i += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                return result
+            shift += 7
+
+    while i < n:
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            yield number, wire, varint()
+        elif wire == 2:
+            size = varint()
+            yield number, wire, data[i : i + size]
+            i += size
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"unsupported wire type {wire}")
+
+
+def _field(data: bytes, number: int):
+    for n, _wire, value in _fields(data):
+        if n == number:
+            return value
+    return None
+
+
 def resource_name(type_url: str, resource: any_pb2.Any) -> str:
-    message = _MESSAGES[type_url]()
-    resource.Unpack(message)
-    return message.cluster_name if type_url == ENDPOINT else message.name
+    """Every type the relay carries has its name as field 1 (`name`, or `cluster_name` for
+    ClusterLoadAssignment)."""
+    value = _field(resource.value, 1)
+    return value.decode() if isinstance(value, bytes) else ""
+
+
+def listener_port(resource: any_pb2.Any) -> int | None:
+    """Listener.address (2) → Address.socket_address (1) → SocketAddress.port_value (3)."""
+    address = _field(resource.value, 2)
+    socket_address = _field(address, 1) if isinstance(address, bytes) else None
+    port = _field(socket_address, 3) if isinstance(socket_address, bytes) else None
+    return port if isinstance(port, int) else None
 
 
 def subscription(type_url: str, names) -> frozenset[str] | None:
@@ -570,10 +608,9 @@ class Relay:
         good = self.good.get(LISTENER)
         out: dict[str, int] = {}
         for name, resource in sorted((good.resources if good else {}).items()):
-            listener = listener_pb2.Listener()
-            resource.Unpack(listener)
-            if listener.address.HasField("socket_address"):
-                out[name] = listener.address.socket_address.port_value
+            port = listener_port(resource)
+            if port is not None:
+                out[name] = port
         return out
 
     def status(self) -> dict:

@@ -331,6 +331,8 @@ class Relay:
         good = self.good.get(type_url)
         if good is not None:
             self.current[type_url] = Current(good.version, dict(good.resources))
+        else:
+            self.current.pop(type_url, None)  # nothing good yet: better nothing than that
         ds.has[type_url] = request.version_info
         sent.version = request.version_info  # nothing to re-send until something changes
         return forwarded

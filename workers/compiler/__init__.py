@@ -29,7 +29,10 @@ Design decisions (see the module docstrings for detail): listener `healthCheck` 
 trust map to the mesh identity / mesh CA SDS secrets (tls.py); explicit-mode ports are
 allocated in sorted order from the proxy's base ports and reported in
 `snapshot.metadata` (plan.py); a gateway reaches router-provided services through an
-Envoy internal listener applying the router's routes (routes.py, listeners.py).
+Envoy internal listener applying the router's routes (routes.py, listeners.py). The mesh's
+automatic mTLS (`MeshContext.mtls_mode`, `trust_domain`) secures listeners without App
+Mesh TLS and the clusters towards them over the identity / mesh CA secrets (tls.py), and
+authorizes callers by SPIFFE id with RBAC (authz.py, generators/rbac.py).
 """
 
 from workers.compiler.context import (

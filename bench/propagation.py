@@ -1,0 +1,891 @@
+"""xDS propagation: how long an UpdateRoute takes to reach 1, 100 and 1,000 connected proxies,
+what the push costs the replica per client, and what a connected client costs it in memory.
+
+    DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/propagation.py \
+        [--sizes 1 100 1000] [--changes 20]
+
+One run, three processes besides this one, all on loopback:
+
+* this process (the orchestrator): a database of its own (Django's test database machinery:
+  created, migrated and dropped here), seeded through the service functions the API calls:
+  per size N a mesh `propN` with N client virtual nodes whose one backend is the virtual
+  service `svc.prop.local`, provided by a router whose weighted route `split` sends to `v1`
+  and `v2`. A change is `resources.update(ROUTE, …)` (what UpdateRoute calls) with new
+  weights, then `workers.pipeline.run_compile` (what the compile_mesh task runs; no Celery
+  worker), which stores the N new route configurations and publishes them on Redis;
+* `manage.py serve_xds --insecure` (a real replica, restarted for every size so its memory
+  starts from the same idle state; plaintext on loopback, the tenant taken from the App Mesh
+  ARN in node.metadata: mTLS for 1,000 clients would put 1,000 handshakes and certificates
+  into the setup, not into the push path measured here);
+* a load process (`--load`) holding N delta-xDS streams (`DeltaAggregatedResources`, one
+  grpc.aio channel per 100 streams, every stream a distinct node id, wildcard subscriptions
+  to CDS/EDS/LDS/RDS) that ACKs every response and records when it ACKed each route version;
+* a bare fan-out server (`--bare`): grpc.aio with the same method and the same request
+  parsing, which on command writes the route response serve_xds last sent (the same bytes,
+  with a fresh version and nonce appended) to every stream; the same load process holds the
+  same N streams against it. It is the baseline for the replica's push CPU.
+
+Per size: RSS of serve_xds idle and with N clients connected; then ≥ 20 changes, each timed
+from the UpdateRoute to the moment the last client ACKed the new version (also split at
+the end of run_compile, i.e. from publish); serve_xds CPU (/proc, all threads) over the
+changes, per client per change, beside the bare server's CPU for the same number of pushes
+to the same streams. Every phase has a count and a time limit; children are stopped and the
+database dropped in `finally` and on SIGTERM. Reports, never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: import the project as a package
+    sys.path[0] = str(ROOT)
+
+DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+SUBSCRIBED = (CLUSTER, ENDPOINT, LISTENER, ROUTE)
+STREAMS_PER_CHANNEL = 100
+OPENING_AT_ONCE = 50
+SERVICE = "svc.prop.local"
+GOALS = {"p99_ms_at_1000": 250.0, "cpu_ratio": 1.3, "mb_per_client": 0.5}
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+# ------------------------------------------------------------------ /proc
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+# ------------------------------------------------------------------ protobuf bytes
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def text_field(number: int, value: str) -> bytes:
+    data = value.encode()
+    return _varint((number << 3) | 2) + _varint(len(data)) + data
+
+
+# ================================================================== load process
+
+
+class Client:
+    __slots__ = ("acked", "call", "error", "node_id", "responses")
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.acked: dict[str, float] = {}  # route version → when its ACK was written
+        self.call = None
+        self.error = ""
+        self.responses = 0
+
+
+class Load:
+    """N delta-xDS streams that ACK everything, and the waits the orchestrator asks for."""
+
+    def __init__(self) -> None:
+        from envoy.service.discovery.v3 import discovery_pb2
+
+        self.pb = discovery_pb2
+        self.clients: dict[str, Client] = {}
+        self.channels: list = []
+        self.tasks: list[asyncio.Task] = []
+        self.sample = b""
+        self.waiter: tuple[dict[str, str], set[str], list[float], asyncio.Event] | None = None
+        self.answered = 0
+
+    async def connect(self, target: str, nodes: list[dict], limit: float) -> dict:
+        import grpc
+
+        await self.close()  # whatever a failed phase left behind
+        start = time.monotonic()
+        count = (len(nodes) + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL
+        # A local subchannel pool: each channel is its own HTTP/2 connection.
+        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.enable_http_proxy", 0)]
+        self.channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(count)]
+        opening = asyncio.Semaphore(OPENING_AT_ONCE)
+        self.answered = 0
+        everyone = asyncio.Event()
+        total = len(nodes)
+
+        def answered() -> None:
+            self.answered += 1
+            if self.answered == total:
+                everyone.set()
+
+        for i, node in enumerate(nodes):
+            client = Client(node["id"])
+            self.clients[client.node_id] = client
+            channel = self.channels[i // STREAMS_PER_CHANNEL]
+            self.tasks.append(
+                asyncio.create_task(self._stream(channel, client, node, opening, answered))
+            )
+        try:
+            await asyncio.wait_for(everyone.wait(), limit)
+        except TimeoutError:
+            pass
+        errors = [c.error for c in self.clients.values() if c.error]
+        return {
+            "streams": total,
+            "answered": self.answered,
+            "failed": len(errors),
+            "errors": sorted(set(errors))[:5],
+            "seconds": round(time.monotonic() - start, 2),
+        }
+
+    async def _stream(self, channel, client: Client, node: dict, opening, answered) -> None:
+        import grpc
+        from google.protobuf import struct_pb2
+
+        pb = self.pb
+        method = channel.stream_stream(
+            DELTA_METHOD,
+            request_serializer=pb.DeltaDiscoveryRequest.SerializeToString,
+            response_deserializer=None,  # raw bytes: kept as the bare server's payload
+        )
+        first_answer = True
+        try:
+            async with opening:
+                metadata = struct_pb2.Struct()
+                metadata.update(node["metadata"])
+                call = client.call = method()
+                for i, type_url in enumerate(SUBSCRIBED):
+                    request = pb.DeltaDiscoveryRequest(
+                        type_url=type_url, resource_names_subscribe=["*"]
+                    )
+                    if i == 0:
+                        request.node.id = node["id"]
+                        request.node.cluster = node["id"]
+                        request.node.metadata.CopyFrom(metadata)
+                    await call.write(request)
+                raw = await call.read()
+                if raw is grpc.aio.EOF:
+                    client.error = "closed before any response"
+                    return
+                first_answer = False
+                answered()
+                await self._handle(client, call, raw)
+            while True:
+                raw = await call.read()
+                if raw is grpc.aio.EOF:
+                    return
+                await self._handle(client, call, raw)
+        except asyncio.CancelledError:
+            raise
+        except grpc.aio.AioRpcError as exc:
+            client.error = f"{exc.code().name}: {exc.details()}"
+        except Exception as exc:  # noqa: BLE001 - reported to the orchestrator
+            client.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if first_answer:
+                answered()
+
+    async def _handle(self, client: Client, call, raw: bytes) -> None:
+        response = self.pb.DeltaDiscoveryResponse.FromString(raw)
+        client.responses += 1
+        await call.write(
+            self.pb.DeltaDiscoveryRequest(type_url=response.type_url, response_nonce=response.nonce)
+        )
+        if response.type_url != ROUTE:
+            return
+        now = time.monotonic()
+        version = response.system_version_info
+        if len(client.acked) > 8:
+            client.acked.pop(next(iter(client.acked)))
+        client.acked[version] = now
+        if response.resources:
+            self.sample = raw
+        waiter = self.waiter
+        if waiter is not None:
+            expected, pending, times, done = waiter
+            if client.node_id in pending and expected[client.node_id] == version:
+                pending.discard(client.node_id)
+                times.append(now)
+                if not pending:
+                    done.set()
+
+    async def wait(self, versions: dict[str, str], limit: float) -> dict:
+        """Until every client has ACKed its expected route version (or the limit)."""
+        pending: set[str] = set()
+        times: list[float] = []
+        for node_id, version in versions.items():
+            client = self.clients.get(node_id)
+            at = client.acked.get(version) if client is not None else None
+            if at is None:
+                pending.add(node_id)
+            else:
+                times.append(at)
+        done = asyncio.Event()
+        if not pending:
+            done.set()
+        self.waiter = (versions, pending, times, done)
+        try:
+            await asyncio.wait_for(done.wait(), limit)
+        except TimeoutError:
+            pass
+        finally:
+            self.waiter = None
+        return {
+            "done": not pending,
+            "missing": len(pending),
+            "last": max(times) if times else None,
+            "median": statistics.median(times) if times else None,
+        }
+
+    async def close(self) -> dict:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for channel in self.channels:
+            await channel.close()
+        closed = len(self.clients)
+        self.clients, self.channels, self.tasks = {}, [], []
+        return {"closed": closed}
+
+
+async def _commands(handle) -> None:
+    """JSON lines on stdin → one JSON line each on stdout; EOF (orchestrator gone) ends."""
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            return
+        command = json.loads(line)
+        answer = await handle(command)
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+        if command["cmd"] == "quit":
+            return
+
+
+async def run_load(deadline: float) -> None:
+    load = Load()
+
+    async def handle(command: dict) -> dict:
+        cmd = command["cmd"]
+        if cmd == "connect":
+            return await load.connect(command["target"], command["nodes"], command["limit"])
+        if cmd == "wait":
+            return await load.wait(command["versions"], command["limit"])
+        if cmd == "sample":
+            return {"b64": base64.b64encode(load.sample).decode()}
+        if cmd in ("close", "quit"):
+            return await load.close()
+        return {"error": f"unknown command {cmd!r}"}
+
+    try:
+        await asyncio.wait_for(_commands(handle), deadline)
+    finally:
+        await load.close()
+
+
+# ================================================================== bare fan-out server
+
+
+async def run_bare(deadline: float) -> None:
+    """grpc.aio, the same method and request parsing as serve_xds, and nothing else: every
+    stream waits on a queue; `push` puts the same prepared bytes into every queue."""
+    import grpc
+    from envoy.service.discovery.v3 import discovery_pb2
+
+    streams: set[asyncio.Queue] = set()
+    payload = b""
+
+    def stamped(version: str) -> bytes:
+        # The last occurrence of a scalar field wins: same bytes, a new version and nonce.
+        return payload + text_field(1, version) + text_field(5, version)
+
+    async def delta(request_iterator, context):
+        events: asyncio.Queue = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for _request in request_iterator:
+                    pass  # parsed by the deserializer, as serve_xds's are; ACKs need nothing
+            finally:
+                events.put_nowait(None)
+
+        streams.add(events)
+        reader = asyncio.create_task(read())
+        # A first answer at open, as serve_xds gives one: the same payload, version bare-0.
+        events.put_nowait(stamped("bare-0"))
+        try:
+            while True:
+                item = await events.get()
+                if item is None:
+                    return
+                yield item
+        finally:
+            streams.discard(events)
+            reader.cancel()
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "envoy.service.discovery.v3.AggregatedDiscoveryService",
+                {
+                    "DeltaAggregatedResources": grpc.stream_stream_rpc_method_handler(
+                        delta,
+                        request_deserializer=discovery_pb2.DeltaDiscoveryRequest.FromString,
+                        response_serializer=lambda data: data,
+                    )
+                },
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    sys.stdout.write(json.dumps({"ready": f"127.0.0.1:{port}"}) + "\n")
+    sys.stdout.flush()
+
+    async def handle(command: dict) -> dict:
+        nonlocal payload
+        cmd = command["cmd"]
+        if cmd == "payload":
+            payload = base64.b64decode(command["b64"])
+            return {"bytes": len(payload)}
+        if cmd == "push":
+            data = stamped(command["version"])
+            for events in list(streams):
+                events.put_nowait(data)
+            return {"streams": len(streams)}
+        if cmd == "quit":
+            return {}
+        return {"error": f"unknown command {cmd!r}"}
+
+    try:
+        await asyncio.wait_for(_commands(handle), deadline)
+    finally:
+        await server.stop(grace=None)
+
+
+# ================================================================== orchestrator
+
+
+class Child:
+    """A subprocess spoken to in JSON lines; every question has a time limit."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = Path(tempfile.gettempdir()) / f"bench-propagation-{os.getpid()}-{name}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def read(self, timeout: float) -> str:
+        try:
+            line = self.lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(
+                f"{self.name}: no answer within {timeout:.0f} s\n{self.log()}"
+            ) from None
+        if line is None:
+            raise RuntimeError(f"{self.name} exited ({self.proc.poll()})\n{self.log()}")
+        return line
+
+    def ask(self, command: dict, timeout: float) -> dict:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return json.loads(self.read(timeout))
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+class XdsReplica(Child):
+    """`manage.py serve_xds --insecure` on a free loopback port."""
+
+    def __init__(self, name: str, env: dict[str, str]) -> None:
+        cmd = [sys.executable, "manage.py", "serve_xds", "--insecure", "--host", "127.0.0.1"]
+        cmd += ["--port", "0", "--replica", f"bench-{os.getpid()}"]
+        super().__init__(name, cmd, env)
+        line = ""
+        deadline = time.monotonic() + 60
+        while not line.startswith("serve_xds ready"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"serve_xds did not start\n{self.log()}")
+            line = self.read(60)
+        fields = dict(p.split("=", 1) for p in line.split()[2:])
+        self.target = fields["ads"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (p99 of 20 samples is the largest: no interpolation)."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def database_url(settings_dict: dict) -> str:
+    host, port = settings_dict["HOST"] or "127.0.0.1", settings_dict["PORT"] or 5432
+    user = settings_dict["USER"] or "postgres"
+    return f"postgres://{user}@{host}:{port}/{settings_dict['NAME']}"
+
+
+def client_name(i: int) -> str:
+    return f"c{i:04d}"
+
+
+def route_spec(weight: int) -> dict:
+    return {
+        "priority": 10,
+        "httpRoute": {
+            "match": {"prefix": "/"},
+            "action": {
+                "weightedTargets": [
+                    {"virtualNode": "v1", "weight": weight},
+                    {"virtualNode": "v2", "weight": 100 - weight},
+                ]
+            },
+        },
+    }
+
+
+def seed(tenant, size: int):
+    """Mesh `prop<size>`, through the service functions the API calls."""
+    from meshapi.models import Mesh
+    from meshapi.services import endpoints, resources
+    from meshapi.services.kinds import MESH, ROUTE, VIRTUAL_NODE, VIRTUAL_ROUTER, VIRTUAL_SERVICE
+
+    writer = resources.Writer(actor="bench")
+    mesh = f"prop{size}"
+    http = {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}
+    resources.create(tenant, MESH, writer, mesh_name=mesh, name=mesh, spec=None)
+    for i, name in enumerate(("v1", "v2")):
+        resources.create(tenant, VIRTUAL_NODE, writer, mesh_name=mesh, name=name, spec=http)
+        endpoints.add_static(
+            tenant, writer, mesh_name=mesh, node_name=name, port=8080, address=f"10.0.0.{i + 1}"
+        )
+    resources.create(tenant, VIRTUAL_ROUTER, writer, mesh_name=mesh, name="router", spec=http)
+    resources.create(
+        tenant,
+        ROUTE,
+        writer,
+        mesh_name=mesh,
+        name="split",
+        parent_name="router",
+        spec=route_spec(50),
+    )
+    provider = {"provider": {"virtualRouter": {"virtualRouterName": "router"}}}
+    resources.create(tenant, VIRTUAL_SERVICE, writer, mesh_name=mesh, name=SERVICE, spec=provider)
+    backends = {"backends": [{"virtualService": {"virtualServiceName": SERVICE}}]}
+    for i in range(size):
+        resources.create(
+            tenant, VIRTUAL_NODE, writer, mesh_name=mesh, name=client_name(i), spec=backends
+        )
+    return Mesh.objects.get(tenant=tenant, name=mesh)
+
+
+def expected_routes(mesh, size: int) -> dict[str, str]:
+    """node id → the route version each client's proxy must end up ACKing."""
+    from meshapi.models import ProxyConfig
+
+    names = {client_name(i) for i in range(size)}
+    rows = ProxyConfig.objects.filter(
+        mesh=mesh, kind="virtualNode", consumer="envoy", interception="redirect"
+    ).select_related("current")
+    return {
+        f"mesh/{mesh.name}/virtualNode/{r.name}": r.current.type_versions.get(ROUTE, "")
+        for r in rows
+        if r.name in names and r.current is not None
+    }
+
+
+def node_specs(tenant, mesh, size: int) -> list[dict]:
+    out = []
+    for i in range(size):
+        name = client_name(i)
+        arn = (
+            f"arn:aws:appmesh:{tenant.default_region}:{tenant.account_id}:"
+            f"mesh/{mesh.name}/virtualNode/{name}"
+        )
+        out.append(
+            {
+                "id": f"mesh/{mesh.name}/virtualNode/{name}",
+                "metadata": {
+                    "APPMESH_RESOURCE_ARN": arn,
+                    "consumer": "envoy",
+                    "interception": "redirect",
+                    "instance_id": f"bench-{name}",
+                    "address": f"10.1.{i // 250}.{i % 250 + 1}",
+                },
+            }
+        )
+    return out
+
+
+def measure_size(args, tenant, mesh, size: int, env: dict, load: Child, results: dict) -> None:
+    from meshapi.services import resources
+    from meshapi.services.kinds import ROUTE as ROUTE_KIND
+    from workers.pipeline import run_compile
+
+    row = results.setdefault(size, {"size": size})
+    writer = resources.Writer(actor="bench")
+    connect_limit = max(60.0, size * 0.3)
+    nodes = node_specs(tenant, mesh, size)
+
+    # ---------------------------------------------------------------- serve_xds
+    replica = XdsReplica(f"serve_xds-{size}", env)
+    try:
+        time.sleep(2.0)  # settle: the refresher subscribes, imports finish
+        rss_idle = rss_bytes(replica.proc.pid)
+        answer = load.ask(
+            {"cmd": "connect", "target": replica.target, "nodes": nodes, "limit": connect_limit},
+            connect_limit + 30,
+        )
+        row["connect_s"] = answer["seconds"]
+        if answer["failed"] or answer["answered"] < size:
+            row["error"] = f"connect: {answer}"
+            print(f"  N={size}: connecting failed: {answer}", flush=True)
+            return
+        initial = load.ask(
+            {"cmd": "wait", "versions": expected_routes(mesh, size), "limit": connect_limit},
+            connect_limit + 30,
+        )
+        if not initial["done"]:
+            row["error"] = f"{initial['missing']} clients never ACKed their first routes"
+            print(f"  N={size}: {row['error']}", flush=True)
+            return
+        time.sleep(1.0)  # the status recorder's first flush of ACKs
+        rss_connected = rss_bytes(replica.proc.pid)
+        row["rss_idle_mb"] = rss_idle / 2**20
+        row["rss_mb"] = rss_connected / 2**20
+        row["mb_per_client"] = (rss_connected - rss_idle) / size / 2**20
+
+        cpu_idle_start, idle_start = cpu_seconds(replica.proc.pid), time.monotonic()
+        time.sleep(2.0)
+        idle_rate = (cpu_seconds(replica.proc.pid) - cpu_idle_start) / (
+            time.monotonic() - idle_start
+        )
+
+        totals, from_publish, writes, compiles, timeouts = [], [], [], [], 0
+        phase_end = time.monotonic() + args.phase_limit
+        cpu_start, wall_start = cpu_seconds(replica.proc.pid), time.monotonic()
+        for change in range(args.changes):
+            if time.monotonic() > phase_end or timeouts >= 3:
+                break
+            weight = change % 98 + 1  # 1..98, never the 50 seeded: every change is new
+            t0 = time.monotonic()
+            resources.update(
+                tenant,
+                ROUTE_KIND,
+                writer,
+                mesh_name=mesh.name,
+                name="split",
+                parent_name="router",
+                spec=route_spec(weight),
+            )
+            t_written = time.monotonic()
+            result = run_compile(mesh.id)
+            t_published = time.monotonic()
+            writes.append((t_written - t0) * 1000)
+            compiles.append((t_published - t_written) * 1000)
+            versions = expected_routes(mesh, size)
+            if len(result.changed) < size:
+                print(f"  N={size}: change {change} recompiled only {len(result.changed)}")
+            answer = load.ask(
+                {"cmd": "wait", "versions": versions, "limit": args.change_limit},
+                args.change_limit + 30,
+            )
+            if not answer["done"]:
+                timeouts += 1
+                print(f"  N={size}: change {change}: {answer['missing']} clients not ACKed")
+                continue
+            totals.append((answer["last"] - t0) * 1000)
+            from_publish.append((answer["last"] - t_published) * 1000)
+        time.sleep(0.5)  # the last ACKs' status flush belongs to the push path too
+        wall = time.monotonic() - wall_start
+        cpu = cpu_seconds(replica.proc.pid) - cpu_start - idle_rate * wall
+        row.update(
+            changes=len(totals),
+            timeouts=timeouts,
+            p50_ms=statistics.median(totals) if totals else None,
+            p99_ms=percentile(totals, 99) if totals else None,
+            publish_p50_ms=statistics.median(from_publish) if from_publish else None,
+            publish_p99_ms=percentile(from_publish, 99) if from_publish else None,
+            write_p50_ms=statistics.median(writes) if writes else None,
+            compile_p50_ms=statistics.median(compiles) if compiles else None,
+            idle_cpu_pct=idle_rate * 100,
+            xds_cpu_us=cpu / max(1, len(totals)) / size * 1e6,
+        )
+        sample = load.ask({"cmd": "sample"}, 30)["b64"]
+    finally:
+        load.ask({"cmd": "close"}, 120)
+        replica.stop()
+
+    # ---------------------------------------------------------------- bare fan-out
+    bare = Child(
+        f"bare-{size}",
+        [sys.executable, __file__, "--bare", "--deadline", str(args.phase_limit * 2)],
+        env,
+    )
+    try:
+        bare_target = json.loads(bare.read(60))["ready"]
+        time.sleep(1.0)
+        bare_idle = rss_bytes(bare.proc.pid)
+        payload = bare.ask({"cmd": "payload", "b64": sample}, 30)["bytes"]
+        answer = load.ask(
+            {"cmd": "connect", "target": bare_target, "nodes": nodes, "limit": connect_limit},
+            connect_limit + 30,
+        )
+        first = load.ask(
+            {
+                "cmd": "wait",
+                "versions": dict.fromkeys((n["id"] for n in nodes), "bare-0"),
+                "limit": connect_limit,
+            },
+            connect_limit + 30,
+        )
+        if not first["done"]:
+            row["error"] = f"bare: {first['missing']} streams never answered ({answer})"
+            return
+        time.sleep(0.5)
+        row["bare_mb_per_client"] = (rss_bytes(bare.proc.pid) - bare_idle) / size / 2**20
+        cpu_idle_start, idle_start = cpu_seconds(bare.proc.pid), time.monotonic()
+        time.sleep(1.0)
+        bare_idle_rate = (cpu_seconds(bare.proc.pid) - cpu_idle_start) / (
+            time.monotonic() - idle_start
+        )
+        bare_totals = []
+        # At least ~2,000 stream writes, so the CPU clock's 10 ms ticks resolve a small N.
+        pushes = min(max(len(totals), -(-2000 // size)), 400)
+        cpu_start, wall_start = cpu_seconds(bare.proc.pid), time.monotonic()
+        for i in range(1, pushes + 1):
+            version = f"bare-{i}"
+            t0 = time.monotonic()
+            bare.ask({"cmd": "push", "version": version}, 30)
+            answer = load.ask(
+                {
+                    "cmd": "wait",
+                    "versions": dict.fromkeys((n["id"] for n in nodes), version),
+                    "limit": args.change_limit,
+                },
+                args.change_limit + 30,
+            )
+            if answer["done"]:
+                bare_totals.append((answer["last"] - t0) * 1000)
+        time.sleep(0.5)
+        wall = time.monotonic() - wall_start
+        cpu = cpu_seconds(bare.proc.pid) - cpu_start - bare_idle_rate * wall
+        row.update(
+            payload_bytes=payload,
+            bare_p50_ms=statistics.median(bare_totals) if bare_totals else None,
+            bare_p99_ms=percentile(bare_totals, 99) if bare_totals else None,
+            bare_cpu_us=cpu / pushes / size * 1e6,
+        )
+    finally:
+        load.ask({"cmd": "close"}, 120)
+        bare.stop()
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report(results: dict, load_before: str, load_after: str) -> None:
+    print()
+    print(f"load average before: {load_before}  after: {load_after}  cores: {os.cpu_count()}")
+    print(
+        f"{'N':>5} {'changes':>7} {'p50 ms':>8} {'p99 ms':>8} {'pub p50':>8} {'pub p99':>8} "
+        f"{'write':>6} {'compile':>8} {'bare p50':>8} {'bare p99':>9} {'xds us/cl':>9} "
+        f"{'bare us/cl':>10} {'cpu x':>6} {'MB/cl':>6} {'bare MB/cl':>10} "
+        f"{'RSS idle':>8} {'RSS N':>7}"
+    )
+    for size in sorted(results):
+        r = results[size]
+        ratio = None
+        if r.get("xds_cpu_us") is not None and r.get("bare_cpu_us"):
+            ratio = r["xds_cpu_us"] / r["bare_cpu_us"]
+        print(
+            f"{size:>5} {r.get('changes', 0):>7} {_fmt(r.get('p50_ms'), '8.1f')} "
+            f"{_fmt(r.get('p99_ms'), '8.1f')} {_fmt(r.get('publish_p50_ms'), '8.1f')} "
+            f"{_fmt(r.get('publish_p99_ms'), '8.1f')} {_fmt(r.get('write_p50_ms'), '6.1f')} "
+            f"{_fmt(r.get('compile_p50_ms'), '8.1f')} "
+            f"{_fmt(r.get('bare_p50_ms'), '8.1f')} {_fmt(r.get('bare_p99_ms'), '9.1f')} "
+            f"{_fmt(r.get('xds_cpu_us'), '9.0f')} {_fmt(r.get('bare_cpu_us'), '10.0f')} "
+            f"{_fmt(ratio, '6.2f')} {_fmt(r.get('mb_per_client'), '6.3f')} "
+            f"{_fmt(r.get('bare_mb_per_client'), '10.3f')} {_fmt(r.get('rss_idle_mb'), '8.1f')} "
+            f"{_fmt(r.get('rss_mb'), '7.1f')}"
+        )
+        if r.get("error"):
+            print(f"      N={size}: {r['error']}")
+        if r.get("timeouts"):
+            print(f"      N={size}: {r['timeouts']} changes not ACKed by every client in time")
+    largest = max(results) if results else 0
+    r = results.get(largest, {})
+    ratio = (r.get("xds_cpu_us") or 0) / r["bare_cpu_us"] if r.get("bare_cpu_us") else None
+    print(
+        f"goals at N={largest}: p99 {_fmt(r.get('p99_ms'), '.0f')} ms "
+        f"(goal ≤ {GOALS['p99_ms_at_1000']:.0f} ms at 1000), push CPU {_fmt(ratio, '.2f')}x bare "
+        f"(goal ≤ {GOALS['cpu_ratio']}x), {_fmt(r.get('mb_per_client'), '.3f')} MB per client "
+        f"(goal ≤ {GOALS['mb_per_client']} MB)"
+    )
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--changes", type=int, default=20, help="UpdateRoutes per size")
+    parser.add_argument("--change-limit", type=float, default=60.0, help="s for one change")
+    parser.add_argument("--phase-limit", type=float, default=600.0, help="s for one size")
+    args = parser.parse_args(argv)
+    if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        sys.exit("DATABASE_URL must name a PostgreSQL server (the benchmark makes its own db).")
+    if not os.environ.get("REDIS_URL"):
+        sys.exit("REDIS_URL must be set: the compile publishes to serve_xds through Redis.")
+    queue_name = f"bench-propagation-{os.getpid()}"
+    # Anything enqueued (nothing should be) goes to a queue no shared worker consumes.
+    os.environ["MESHPLANE_TASK_QUEUE"] = queue_name
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshapi.settings")
+
+    import django
+
+    django.setup()
+
+    from django.db import connection
+
+    from meshapi.models import Mesh
+    from meshapi.receivers import compile_on_change
+    from meshapi.signals import mesh_changed
+    from tenants.services import create_tenant, set_quota
+    from workers.pipeline import run_compile
+
+    # The benchmark compiles itself, in this process (run_compile), right after each write.
+    mesh_changed.disconnect(
+        compile_on_change, sender=Mesh, dispatch_uid="meshapi.compile_on_change"
+    )
+
+    def on_sigterm(signum, frame):
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    old_name = connection.settings_dict["NAME"]
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = f"bench_propagation_{os.getpid()}"
+    children: list[Child] = []
+    results: dict = {}
+    load_before = loadavg()
+    try:
+        connection.creation.create_test_db(verbosity=0, autoclobber=True)
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url(connection.settings_dict),
+            "PYTHONUNBUFFERED": "1",
+        }
+        for name in ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            env.pop(name, None)
+        tenant, _ = create_tenant("Bench Propagation", "bench@example.com", slug="bench-prop")
+        set_quota(tenant, "virtual_nodes_per_mesh", max(args.sizes) + 10, actor="bench")
+        meshes = {}
+        for size in args.sizes:
+            start = time.monotonic()
+            meshes[size] = seed(tenant, size)
+            result = run_compile(meshes[size].id)
+            print(
+                f"seeded prop{size}: {size} clients, {len(result.changed)} proxies compiled "
+                f"in {time.monotonic() - start:.1f} s",
+                flush=True,
+            )
+        load = Child("load", [sys.executable, __file__, "--load", "--deadline", "3600"], env)
+        children.append(load)
+        for size in args.sizes:
+            print(f"N={size}: measuring (load average {loadavg()})", flush=True)
+            measure_size(args, tenant, meshes[size], size, env, load, results)
+        load.ask({"cmd": "quit"}, 60)
+    finally:
+        load_after = loadavg()
+        for child in children:
+            child.stop()
+        connection.close()
+        connection.creation.destroy_test_db(old_name, verbosity=0)
+        try:
+            import redis
+
+            redis.Redis.from_url(os.environ["REDIS_URL"]).delete(queue_name)
+        except Exception:  # noqa: BLE001, S110 - nothing was ever queued there
+            pass
+    report(results, load_before, load_after)
+    print(f"process logs: {tempfile.gettempdir()}/bench-propagation-{os.getpid()}-*.log")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("--load", "--bare"):
+        role = sys.argv[1]
+        deadline = float(sys.argv[sys.argv.index("--deadline") + 1])
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        asyncio.run(run_load(deadline) if role == "--load" else run_bare(deadline))
+    else:
+        main(sys.argv[1:])

@@ -4,7 +4,9 @@ App Mesh never had one, so it lives beside the mesh's App Mesh spec (`Mesh.mtls_
 and is written only here: one transaction that locks the mesh row (the lock every mesh
 write takes), stores the mode, bumps the mesh revision and records an audit event; after
 commit the mesh compiles, and since the policy is part of the mesh's input hash every
-proxy of the mesh gets a new configuration (workers/compiler/authz.py, tls.py).
+proxy of the mesh gets a new configuration (workers/compiler/authz.py, tls.py). Turning it
+on makes the mesh CA if the mesh has none yet, so the first push already carries the trust
+bundle.
 """
 
 from django.db import transaction
@@ -15,6 +17,7 @@ from meshapi.models.meshes import MtlsMode
 from meshapi.services import resources
 from meshapi.services.kinds import MESH
 from meshapi.signals import mesh_changed
+from tenants.identity import services as identity
 from tenants.models import AuditEvent, Tenant
 
 MODES = tuple(MtlsMode.values)
@@ -91,4 +94,8 @@ def set_policy(tenant: Tenant, writer: resources.Writer, *, mesh_name: str, mode
                 mesh_changed.send(sender=Mesh, mesh_id=mesh_id, revision=revision)
 
         transaction.on_commit(notify)
+        if mode != MtlsMode.DISABLED:
+            # Proxies need the mesh CA's bundle to check each other from the first push,
+            # not only once some proxy has joined (which makes the CA otherwise).
+            identity.ensure_mesh_ca(mesh)
     return describe(mesh)

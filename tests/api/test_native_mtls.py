@@ -80,10 +80,11 @@ def test_a_mode_change_bumps_the_revision_and_is_audited_once(alice, world):
     revision = Mesh.objects.get(pk=world["mesh_id"]).revision
     assert put(alice, {"mode": "PERMISSIVE"}).json()["mode"] == "PERMISSIVE"
     assert get(alice, MTLS).json() == {"meshName": M, "mode": "PERMISSIVE"}
-    assert Mesh.objects.get(pk=world["mesh_id"]).revision == revision + 1
+    changed = Mesh.objects.get(pk=world["mesh_id"]).revision
+    assert changed > revision  # (making the mesh CA on the way bumps it too)
     # The same mode again changes nothing: no revision, no audit event.
     assert put(alice, {"mode": "PERMISSIVE"}).status_code == 200
-    assert Mesh.objects.get(pk=world["mesh_id"]).revision == revision + 1
+    assert Mesh.objects.get(pk=world["mesh_id"]).revision == changed
     events = AuditEvent.objects.filter(tenant=alice.tenant, action="UpdateMeshMtls")
     assert [(e.before, e.after, e.actor) for e in events] == [
         ({"mode": "DISABLED"}, {"mode": "PERMISSIVE"}, f"alice@example.com ({alice.key_id})")
@@ -133,6 +134,9 @@ def test_strict_gives_every_proxy_of_the_mesh_a_new_version_with_mtls_and_rbac(a
     assert all(after[key] != before[key] for key in before), (before, after)
 
     config = get(alice, f"{V}/meshes/{M}/proxies/virtualNode/catalog-v1/config").json()
+    # The mesh CA was made with the policy: its bundle is served from the first push.
+    assert [s["name"] for s in config["secrets"]] == ["meshplane:mesh-ca"], config["secrets"]
+    assert "BEGIN CERTIFICATE" in str(config["secrets"])
     (ingress,) = [x for x in config["listeners"] if x["name"] == "ingress"]
     (chain,) = ingress["filter_chains"]  # STRICT: no plaintext chain
     tls = chain["transport_socket"]["typed_config"]

@@ -32,10 +32,10 @@ $(ENVOY_BIN):
 
 envoy: $(ENVOY_BIN)
 
-$(TFPROVIDER_STAMP): terraform/provider/pyproject.toml
+$(TFPROVIDER_STAMP): terraform/provider/pyproject.toml constraints.txt
 	test -x $(TFPROVIDER_VENV)/bin/python || $(PYTHON) -m venv $(TFPROVIDER_VENV)
 	echo '*' > .tools/.gitignore
-	$(TFPROVIDER_VENV)/bin/pip install -q -e 'terraform/provider[test]'
+	$(TFPROVIDER_VENV)/bin/pip install -q -c constraints.txt -e 'terraform/provider[test]'
 	touch $(TFPROVIDER_STAMP)
 
 tfprovider: $(TFPROVIDER_STAMP)

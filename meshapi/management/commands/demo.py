@@ -2,6 +2,10 @@
 
 migrate → demo tenant + key (reused across runs) → API server → sample mesh through boto3
 → aws CLI profile → print how to use it → serve until Ctrl-C / SIGTERM.
+
+`--scene` (what `make demo` runs) runs the whole mesh instead: the control plane in this
+process (API thread + compiler + xDS server), three services each with meshagent + Envoy,
+the canary, mTLS and authorization shown with real traffic (meshapi/demo/scene.py).
 """
 
 import shlex
@@ -62,6 +66,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)"
         )
+        parser.add_argument(
+            "--scene",
+            action="store_true",
+            help="run the whole scene: control plane, three services with meshagent + Envoy, "
+            "canary, mTLS and a denied caller (what `make demo` runs)",
+        )
 
     def say(self, line: str = "") -> None:
         self.stdout.write(line)
@@ -85,6 +95,10 @@ class Command(BaseCommand):
         # Also SIGINT: a shell starting us in the background may have set it to "ignore".
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, _raise_keyboard_interrupt)
+        if opts["scene"]:
+            self._scene(host, port, demo_dir)
+            self.say("Meshplane demo stopped.")
+            return
         server = DemoServer(host, port, demo_dir / "server.log")
         try:
             self._run(server, demo_dir)
@@ -94,7 +108,19 @@ class Command(BaseCommand):
             server.stop()
         self.say("Meshplane demo stopped.")
 
-    def _run(self, server: DemoServer, demo_dir: Path) -> None:
+    def _scene(self, host: str, port: int, demo_dir: Path) -> None:
+        from meshapi.demo.scene_runner import SceneRunner
+
+        runner = SceneRunner(self, host, port, demo_dir)
+        try:
+            runner.run()
+        except KeyboardInterrupt:
+            self.say("\nStopping the scene: agents and Envoys, services, xDS server, API …")
+        finally:
+            runner.stop()
+
+    def setup_tenant(self, demo_dir: Path):
+        """Migrate and make (or reuse) the demo tenant and its key."""
         tasks = "Redis (REDIS_URL)" if settings.REDIS_URL else "in-process"
         self.say(f"Database: {_database_label()}; tasks: {tasks}")
         call_command("migrate", interactive=False, verbosity=0)
@@ -105,6 +131,11 @@ class Command(BaseCommand):
             f"Tenant '{tenant.slug}' (account {tenant.account_id}, region "
             f"{tenant.default_region}), admin {ADMIN_EMAIL}; access key {key.key_id} ({key.status})"
         )
+        return key
+
+    def _run(self, server: DemoServer, demo_dir: Path) -> None:
+        key = self.setup_tenant(demo_dir)
+        tenant = key.tenant
 
         server.start()
         try:
@@ -133,7 +164,7 @@ class Command(BaseCommand):
         self.say(f"Sample mesh '{sample_mesh.MESH}' applied through boto3: {applied.summary()}")
 
         files = write_profile(demo_dir / "aws", key.key_id, key.secret, tenant.default_region, url)
-        self._print_usage(url, key, files)
+        self.print_usage(url, key, files)
         self.say(READY.format(url=url) + " (Ctrl-C to stop)")
 
         while True:
@@ -144,7 +175,7 @@ class Command(BaseCommand):
                     f"Server log {server.log_path}:\n{server.log_tail()}"
                 )
 
-    def _print_usage(self, url, key, files) -> None:
+    def print_usage(self, url, key, files) -> None:
         aws = _aws_executable()
         common = f"--endpoint-url {url} --profile {PROFILE}"
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in files.env().items())

@@ -82,7 +82,8 @@ def test_missing_provider_setting_is_named(tf, drop, named):
 
 
 def test_profile_settings_and_data_sources(tf, alice):
-    """An aws-style profile carries endpoint, key and region; data sources read real specs."""
+    """An aws-style profile carries endpoint, key and region; a data source of each kind
+    reads what was made with boto3."""
     appmesh = alice.appmesh()
     appmesh.create_mesh(meshName="shop")
     listener = {
@@ -101,6 +102,29 @@ def test_profile_settings_and_data_sources(tf, alice):
         virtualNodeName="orders",
         spec={"listeners": [listener], "serviceDiscovery": {"dns": {"hostname": "orders.local"}}},
         tags=[{"key": "team", "value": "orders"}],
+    )
+    router = {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}
+    appmesh.create_virtual_router(meshName="shop", virtualRouterName="r", spec=router)
+    targets = [{"virtualNode": "orders", "weight": 100}]
+    appmesh.create_route(
+        meshName="shop",
+        virtualRouterName="r",
+        routeName="rt",
+        spec={"tcpRoute": {"action": {"weightedTargets": targets}}},
+    )
+    appmesh.create_virtual_service(
+        meshName="shop",
+        virtualServiceName="orders.local",
+        spec={"provider": {"virtualRouter": {"virtualRouterName": "r"}}},
+    )
+    gateway = {"listeners": [{"portMapping": {"port": 8443, "protocol": "http"}}]}
+    appmesh.create_virtual_gateway(meshName="shop", virtualGatewayName="gw", spec=gateway)
+    target = {"virtualService": {"virtualServiceName": "orders.local"}}
+    appmesh.create_gateway_route(
+        meshName="shop",
+        virtualGatewayName="gw",
+        gatewayRouteName="gr",
+        spec={"httpRoute": {"match": {"prefix": "/"}, "action": {"target": target}}},
     )
     home = tf.workdir.parent
     (home / "aws-config").write_text(
@@ -142,6 +166,52 @@ output "tags" {
 output "arn" {
   value = data.meshplane_virtual_node.orders.arn
 }
+
+data "meshplane_mesh" "shop" {
+  name = "shop"
+}
+
+data "meshplane_virtual_router" "r" {
+  name      = "r"
+  mesh_name = "shop"
+}
+
+data "meshplane_route" "rt" {
+  name                = "rt"
+  mesh_name           = "shop"
+  virtual_router_name = "r"
+}
+
+data "meshplane_virtual_service" "orders" {
+  name      = "orders.local"
+  mesh_name = "shop"
+}
+
+data "meshplane_virtual_gateway" "gw" {
+  name      = "gw"
+  mesh_name = "shop"
+}
+
+data "meshplane_gateway_route" "gr" {
+  name                 = "gr"
+  mesh_name            = "shop"
+  virtual_gateway_name = "gw"
+}
+
+locals {
+  gateway_action = data.meshplane_gateway_route.gr.spec.http_route.action
+}
+
+output "others" {
+  value = {
+    egress  = data.meshplane_mesh.shop.spec.egress_filter.type
+    router  = data.meshplane_virtual_router.r.spec.listener[0].port_mapping.port
+    route   = data.meshplane_route.rt.spec.tcp_route.action.weighted_target[0].virtual_node
+    service = data.meshplane_virtual_service.orders.spec.provider.virtual_router.virtual_router_name
+    gateway = data.meshplane_virtual_gateway.gw.spec.listener[0].port_mapping.port
+    target  = local.gateway_action.target.virtual_service.virtual_service_name
+  }
+}
 """,
     )
     tf.run("apply", "-input=false", "-auto-approve")
@@ -151,4 +221,12 @@ output "arn" {
         "hostname": "orders.local",
         "tags": {"team": "orders"},
         "arn": node["virtualNode"]["metadata"]["arn"],
+        "others": {
+            "egress": "DROP_ALL",
+            "router": 8080,
+            "route": "orders",
+            "service": "r",
+            "gateway": 8443,
+            "target": "orders.local",
+        },
     }

@@ -188,6 +188,9 @@ class Sent:
     current: Current
     names: frozenset[str] | None
     answered: bool = False
+    # The resource names the response carried: one version of a non-wildcard type may be
+    # sent twice with different contents (before and after a subscription change).
+    included: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -335,6 +338,8 @@ class Relay:
             self.current.pop(type_url, None)  # nothing good yet: better nothing than that
         ds.has[type_url] = request.version_info
         sent.version = request.version_info  # nothing to re-send until something changes
+        composed = self._compose(type_url, ds.names.get(type_url))
+        sent.included = composed[2] if composed else frozenset()
         return forwarded
 
     def _accepted(self, type_url: str, sent: Sent) -> None:
@@ -360,7 +365,9 @@ class Relay:
             log.error("relay: cannot write the config cache %s: %s", self.cache.path, exc)
         self.changed.set()
 
-    def _compose(self, type_url: str, names) -> tuple[str, list[any_pb2.Any]] | None:
+    def _compose(
+        self, type_url: str, names
+    ) -> tuple[str, list[any_pb2.Any], frozenset[str]] | None:
         current = self.current.get(type_url)
         resources = dict(current.resources) if current else {}
         version = current.version if current else ""
@@ -373,10 +380,10 @@ class Relay:
         if current is None and not resources:
             return None
         if names is None:
-            chosen = [resources[n] for n in sorted(resources)]
+            included = sorted(resources)
         else:
-            chosen = [resources[n] for n in sorted(names) if n in resources]
-        return version, chosen
+            included = [n for n in sorted(names) if n in resources]
+        return version, [resources[n] for n in included], frozenset(included)
 
     def _maybe_push(self, ds: Downstream, type_url: str) -> None:
         if type_url not in ds.names:
@@ -387,19 +394,26 @@ class Relay:
         composed = self._compose(type_url, names)
         if composed is None:
             return
-        version, chosen = composed
+        version, chosen, included = composed
+        if not chosen and type_url not in WILDCARD_TYPES:
+            return  # none of the names Envoy wants is known yet
         current = self.current.get(type_url) or Current("", {})
         sent = ds.sent.get(type_url)
-        if sent is not None and sent.version == version and sent.names == names:
+        if (
+            sent is not None
+            and sent.version == version
+            and sent.names == names
+            and sent.included == included
+        ):
             return
         if sent is None and ds.has.get(type_url) == version:
             # Envoy (re)connected holding exactly this version: nothing to send.
-            ds.sent[type_url] = Sent("", version, current, names, answered=True)
+            ds.sent[type_url] = Sent("", version, current, names, True, included)
             ds.acked[type_url] = version
             self._verdict_upstream(type_url, current, None)
             return
         nonce = f"a{next(self._nonces)}"
-        ds.sent[type_url] = Sent(nonce, version, current, names)
+        ds.sent[type_url] = Sent(nonce, version, current, names, False, included)
         ds.queue.put_nowait(
             discovery_pb2.DiscoveryResponse(
                 version_info=version, resources=chosen, type_url=type_url, nonce=nonce

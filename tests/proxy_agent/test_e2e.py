@@ -299,3 +299,62 @@ def test_insecure_development_mode_against_serve_xds_insecure(alice, mesh, tmp_p
     finally:
         agent.stop()
         xds.stop()
+
+
+def test_a_route_envoy_rejects_leaves_the_last_good_serving_and_shows_in_the_api(
+    alice, mesh, tmp_path
+):
+    """A route update with a header regex RE2 cannot compile reaches Envoy; Envoy NACKs it,
+    the agent forwards the NACK with Envoy's text, the API shows it, and requests keep
+    following the last good route configuration."""
+    from tests.xds.support import wait_compiled
+
+    def route(match_headers: list) -> dict:
+        match = {"prefix": "/", "headers": match_headers} if match_headers else {"prefix": "/"}
+        return {
+            "httpRoute": {
+                "match": match,
+                "action": {"weightedTargets": [{"virtualNode": "catalog", "weight": 1}]},
+            }
+        }
+
+    mesh.create_virtual_router(
+        meshName=MESH,
+        virtualRouterName="catalog",
+        spec={"listeners": [{"portMapping": {"port": 80, "protocol": "http"}}]},
+    )
+    mesh.create_route(meshName=MESH, virtualRouterName="catalog", routeName="all", spec=route([]))
+    mesh.update_virtual_service(
+        meshName=MESH,
+        virtualServiceName=SERVICE,
+        spec={"provider": {"virtualRouter": {"virtualRouterName": "catalog"}}},
+    )
+    wait_compiled(alice.tenant, MESH)
+    token_file, ca_file = _join_files(alice, tmp_path)
+    xds = _start_xds()
+    agent = _agent(tmp_path, xds, token_file, ca_file)
+    try:
+        agent.wait_ready()
+        port = _egress_port(agent)
+        wait_for(lambda: _ok(port), message=agent.log)
+        acked = wait_for(
+            lambda: (i := _instance(alice)) and i.get("ackedVersions", {}).get("routes"),
+            message="routes never ACKed",
+        )
+        bad = [{"name": "x-user", "match": {"regex": "(unclosed"}, "invert": True}]
+        mesh.update_route(
+            meshName=MESH, virtualRouterName="catalog", routeName="all", spec=route(bad)
+        )
+        nack = wait_for(
+            lambda: (i := _instance(alice)) and i.get("lastNack"),
+            timeout=60,
+            message=lambda: f"no NACK in the API: {_instance(alice)}\n{agent.log()}",
+        )
+        assert nack["type"] == "routes" and "unclosed" in str(nack["errorDetail"]), nack
+        assert _instance(alice)["ackedVersions"]["routes"] == acked  # still the good one
+        assert agent.status()["rejections"][-1]["type"] == "routes"
+        results = [_ok(port) for _ in range(50)]
+        assert results.count(False) == 0  # the last good route configuration serves
+    finally:
+        agent.stop()
+        xds.stop()

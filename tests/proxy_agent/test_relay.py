@@ -294,3 +294,33 @@ def test_subscription_changes_reach_the_control_plane(tmp_path, upstream):
             await envoy.close()
 
     asyncio.run(scenario())
+
+
+def test_a_new_name_in_the_same_version_still_reaches_envoy(tmp_path, upstream):
+    """A subscription grows (a listener now needs route configuration r2): the control
+    plane answers with the same version, now carrying r2; Envoy must get r2, and only then
+    is the control plane told Envoy holds that version."""
+    from tests.proxy_agent.fake_upstream import routes
+
+    upstream.set(ROUTE, "v1", {"r1": routes("r1", "c"), "r2": routes("r2", "c")})
+
+    async def scenario():
+        async with Harness(tmp_path, upstream.address) as h:
+            envoy = ScriptedEnvoy(h.socket)
+            envoy.send(ROUTE, names=["r1"])
+            first = await envoy.receive()
+            assert names_of(first) == ["r1"]
+            envoy.send(ROUTE, names=["r1", "r2"], version="v1", nonce=first.nonce)
+            seen = []
+            while "r2" not in seen:
+                response = await envoy.receive()
+                seen = names_of(response)
+                envoy.send(ROUTE, names=["r1", "r2"], version="v1", nonce=response.nonce)
+            assert seen == ["r1", "r2"]
+            await eventually(
+                lambda: any(list(r.resource_names) == ["r1", "r2"] for r in upstream.acks(ROUTE)),
+                message="the control plane never heard Envoy holds r1 and r2",
+            )
+            await envoy.close()
+
+    asyncio.run(scenario())

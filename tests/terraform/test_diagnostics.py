@@ -60,6 +60,12 @@ def test_api_error_points_at_the_attribute_and_writes_nothing(tf, alice):
     _write(tf, mesh)
     assert tf.plan_exitcode().rc == 0
 
+    # Deleted outside Terraform: the plan creates it again.
+    alice.appmesh().delete_mesh(meshName="shop")
+    plan = tf.plan_exitcode()
+    assert plan.rc == 2
+    assert "1 to add, 0 to change, 0 to destroy" in plan.out
+
 
 def test_import_id_of_the_wrong_shape_is_refused(tf):
     _write(tf, 'provider "meshplane" {}\n' + BAD_NODE.replace("meshplane_mesh.shop.name", '"x"'))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import os
 import socket
 import ssl
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -142,3 +144,36 @@ def test_schema_over_grpc_and_shutdown(plugin, tmp_path):
         shutdown = channel.unary_unary("/plugin.GRPCController/Shutdown")
         assert shutdown(b"", timeout=30) == b""
     assert proc.wait(30) == 0
+
+
+def test_exits_when_terraform_dies_without_stopping_it():
+    """A killed Terraform never calls Shutdown: the provider notices and exits by itself."""
+    env = {**os.environ, **COOKIE}
+    parent = subprocess.Popen(
+        ["/bin/sh", "-c", f'"{PROVIDER_BIN}" & echo $!; wait'],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        provider_pid = int(parent.stdout.readline())
+        assert parent.stdout.readline().startswith("1|6|tcp|")  # it is up and serving
+        os.kill(parent.pid, 9)
+        parent.wait(10)
+        deadline = time.monotonic() + 30
+        while _alive(provider_pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _alive(provider_pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, 9)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its new parent to reap it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -49,8 +49,8 @@ test: $(STAMP) lint $(ENVOY_BIN) $(TFPROVIDER_STAMP)
 	MESHPLANE_ENVOY_BIN=$(abspath $(ENVOY_BIN)) \
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
-	$(BIN)/python manage.py demo
+demo: $(STAMP) $(ENVOY_BIN)
+	MESHPLANE_ENVOY_BIN=$(abspath $(ENVOY_BIN)) $(BIN)/python manage.py demo --scene
 
 bench: $(STAMP)
 	scripts/services.sh

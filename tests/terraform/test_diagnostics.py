@@ -25,13 +25,39 @@ resource "meshplane_virtual_node" "bad" {
   spec {
     listener {
       port_mapping {
-        port     = 70000
+        port     = 8080
         protocol = "http"
+      }
+    }
+    service_discovery {
+      dns {
+        hostname = "bad.local"
+      }
+      aws_cloud_map {
+        namespace_name = "shop.local"
+        service_name   = "bad"
       }
     }
   }
 }
 """
+
+
+LONG_LOG_PATH = """
+resource "meshplane_virtual_node" "bad" {
+  name      = "bad"
+  mesh_name = meshplane_mesh.shop.name
+  spec {
+    logging {
+      access_log {
+        file {
+          path = "/var/log/%s"
+        }
+      }
+    }
+  }
+}
+""" % ("x" * 300)
 
 
 @pytest.fixture
@@ -43,6 +69,11 @@ def tf(alice, api_server, tmp_path):
     return Terraform(binary, work, api_server.url, alice.key_id, alice.secret)
 
 
+def _flat(text: str) -> str:
+    """Terraform wraps long diagnostics: compare with runs of whitespace as one space."""
+    return " ".join(text.split())
+
+
 def _write(tf: Terraform, body: str) -> None:
     (tf.workdir / "main.tf").write_text(HEADER + body)
 
@@ -51,9 +82,16 @@ def test_api_error_points_at_the_attribute_and_writes_nothing(tf, alice):
     mesh = 'provider "meshplane" {}\nresource "meshplane_mesh" "shop" {\n  name = "shop"\n}\n'
     _write(tf, mesh + BAD_NODE)
     done = tf.run("apply", "-input=false", "-auto-approve", ok=(1,))
-    assert "spec.listeners[0].portMapping.port: must be at most 65535" in done.err
-    # Terraform shows the offending line because the diagnostic carries its path.
-    assert re.search(r"\d+:\s+port\s+= 70000", done.err), done.err
+    assert "spec.serviceDiscovery. Can only set one of the following keys" in _flat(done.err)
+    # Terraform shows the offending block because the diagnostic carries its path.
+    assert re.search(r"\d+:\s+service_discovery \{", done.err), done.err
+    assert alice.appmesh().list_virtual_nodes(meshName="shop")["virtualNodes"] == []
+
+    # An error only the server finds (boto3 does not check lengths), on the attribute too.
+    _write(tf, mesh + LONG_LOG_PATH)
+    done = tf.run("apply", "-input=false", "-auto-approve", ok=(1,))
+    assert "spec.logging.accessLog.file.path: must have at most 255" in _flat(done.err)
+    assert re.search(r"\d+:\s+path = \"/var/log/x", done.err), done.err
     assert alice.appmesh().list_virtual_nodes(meshName="shop")["virtualNodes"] == []
 
     # The mesh (no spec: the server fills in DROP_ALL) plans clean once the node is gone.
@@ -65,6 +103,21 @@ def test_api_error_points_at_the_attribute_and_writes_nothing(tf, alice):
     plan = tf.plan_exitcode()
     assert plan.rc == 2
     assert "1 to add, 0 to change, 0 to destroy" in plan.out
+
+
+def test_validate_names_bad_values_without_a_server(tf):
+    body = BAD_NODE.replace("8080", "70000").replace('"http"', '"htp"')
+    _write(
+        tf, 'provider "meshplane" {}\nresource "meshplane_mesh" "shop" {\n  name = "s"\n}\n' + body
+    )
+    tf.env["MESHPLANE_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens: no call is made
+    done = tf.run("validate", ok=(1,))
+    err = _flat(done.err)
+    assert "spec.listener[0].port_mapping.port: must be at most 65535." in err
+    assert re.search(r"\d+:\s+port\s+= 70000", done.err), done.err
+    protocols = "http, tcp, http2, grpc"
+    assert f"spec.listener[0].port_mapping.protocol: 'htp' is not one of {protocols}." in err
+    assert re.search(r'\d+:\s+protocol = "htp"', done.err), done.err
 
 
 def test_import_id_of_the_wrong_shape_is_refused(tf):

@@ -155,3 +155,44 @@ def attribute_path(block: Block, api_path: str, top: dict[str, str]) -> list[Any
         steps.append(attr.name)
         current = None
     return steps or None
+
+
+def check(block: Block, value: Any, path: list[Any] | None = None) -> list[tuple[list[Any], str]]:
+    """Known values the API would refuse, found before any call: enums and numeric ranges.
+
+    Returns (attribute path, message) pairs; the server still checks everything else
+    (required members of one-of choices, references), with the same field names.
+    """
+    problems: list[tuple[list[Any], str]] = []
+    path = path or []
+    if not isinstance(value, dict):
+        return problems
+    for attr in block.attributes:
+        v = value.get(attr.name)
+        if attr.shape is None or v is None or not isinstance(v, str | int | float | list):
+            continue
+        shape = attr.shape.member if attr.shape.type_name == "list" else attr.shape
+        for item in v if isinstance(v, list) else [v]:
+            message = _refusal(shape, item)
+            if message:
+                problems.append(([*path, attr.name], message))
+    for bt in block.blocks:
+        v = value.get(bt.name)
+        if bt.nesting == SINGLE:
+            problems += check(bt.block, v, [*path, bt.name])
+        elif isinstance(v, list):
+            for i, item in enumerate(v):
+                problems += check(bt.block, item, [*path, bt.name, i])
+    return problems
+
+
+def _refusal(shape: Any, value: Any) -> str | None:
+    if getattr(shape, "enum", None) and isinstance(value, str) and value not in shape.enum:
+        return f"'{value}' is not one of {', '.join(shape.enum)}."
+    if shape.type_name in _INTEGER and isinstance(value, int | float):
+        lo, hi = shape.metadata.get("min"), shape.metadata.get("max")
+        if lo is not None and value < lo:
+            return f"must be at least {lo}."
+        if hi is not None and value > hi:
+            return f"must be at most {hi}."
+    return None

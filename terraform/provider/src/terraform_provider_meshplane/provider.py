@@ -31,6 +31,7 @@ SERVER_DEFAULTS = {
     "meshplane_mesh": {"spec.egress_filter": {"type": "DROP_ALL"}},
 }
 _IMPORTED = b'{"imported":true}'
+_BOTO_PATH = re.compile(r"\b(spec(?:\.[A-Za-z][A-Za-z0-9]*|\[\d+\])*)")
 _API_PATH = re.compile(r"^([A-Za-z][A-Za-z0-9]*(?:\[\d+\]|\.[A-Za-z][A-Za-z0-9]*)*): ")
 
 
@@ -81,6 +82,11 @@ def _date(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
+def _dotted(path: list[Any]) -> str:
+    """`spec.listener[0].port_mapping.port`, as the attribute is written in HCL."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+
+
 def _top_names(kind: Kind) -> dict[str, str]:
     names = {"meshName": "mesh_name", "meshOwner": "mesh_owner", kind.name_param: "name"}
     if kind.parent:
@@ -117,7 +123,16 @@ class Provider(pb_grpc.ProviderServicer):
         return pb.ValidateProviderConfig.Response()
 
     def ValidateResourceConfig(self, request, context):  # noqa: N802
-        return pb.ValidateResourceConfig.Response()
+        # Enums and ranges are checked here so `terraform validate` catches them with no
+        # server; the API checks the rest at apply, naming the same attributes.
+        config = decode(request.config.msgpack) or {}
+        block = schema.resource_schema(request.type_name)
+        return pb.ValidateResourceConfig.Response(
+            diagnostics=[
+                error("Invalid value", f"{_dotted(path)}: {message}", path)
+                for path, message in convert.check(block, config)
+            ]
+        )
 
     def ValidateDataResourceConfig(self, request, context):  # noqa: N802
         return pb.ValidateDataResourceConfig.Response()
@@ -166,7 +181,14 @@ class Provider(pb_grpc.ProviderServicer):
                 path = convert.attribute_path(block, m.group(1), _top_names(kind))
             raise Diagnostics(error(f"Meshplane {op}: {code}", message, path)) from exc
         except ParamValidationError as exc:
-            raise Diagnostics(error(f"Meshplane {op}: invalid request", str(exc))) from exc
+            # boto3 checks shapes (required members, one-of choices) before sending; its
+            # report names the API field too.
+            m = _BOTO_PATH.search(str(exc))
+            path = None
+            if m:
+                block = schema.resource_schema(kind.type_name)
+                path = convert.attribute_path(block, m.group(1), _top_names(kind))
+            raise Diagnostics(error(f"Meshplane {op}: invalid request", str(exc), path)) from exc
         except BotoCoreError as exc:
             raise Diagnostics(error(f"Meshplane {op}: cannot reach the API", str(exc))) from exc
 
@@ -281,7 +303,11 @@ class Provider(pb_grpc.ProviderServicer):
                 obj = self._call(kind, f"Update{kind.api}", **params)[kind.output]
                 self._sync_tags(kind, obj["metadata"]["arn"], prior.get("tags"), planned["tags"])
         except NotFound as exc:
-            diag = error(f"Meshplane {kind.api}: not found", str(exc), ["mesh_name"])
+            # "Mesh 'm' not found." or "Virtual router 'r' not found in mesh 'm'."
+            path = ["mesh_name"] if str(exc).startswith("Mesh ") else None
+            if path is None and kind.parent:
+                path = [kind.parent[0]]
+            diag = error(f"Meshplane {kind.api}: not found", str(exc), path)
             return pb.ApplyResourceChange.Response(diagnostics=[diag])
         except Diagnostics as exc:
             return pb.ApplyResourceChange.Response(diagnostics=exc.diags)

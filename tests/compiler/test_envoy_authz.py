@@ -42,6 +42,7 @@ class _App(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - http.server's name
         body = b"catalog says hello"
         self.send_response(200)
+        self.send_header("Seen-Client-Cert", self.headers.get("x-forwarded-client-cert", ""))
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -218,17 +219,18 @@ def _wait_ready(process: subprocess.Popen, admin_path: Path) -> str:
     raise AssertionError("Envoy did not become ready in 30 s")
 
 
-def _get(callee, client_cert: tuple[str, str] | None) -> tuple[int, str]:
+def _get(callee, client_cert: tuple[str, str] | None, headers=None) -> tuple[int, str]:
     context = ssl.create_default_context(cafile=str(callee["pki"].ca_path))
     context.check_hostname = False  # the server's identity is a SPIFFE URI, checked below
     if client_cert is not None:
         context.load_cert_chain(*client_cert)
     conn = http.client.HTTPSConnection("127.0.0.1", callee["port"], context=context, timeout=10)
     try:
-        conn.request("GET", "/items", headers={"Host": "catalog.local"})
+        conn.request("GET", "/items", headers={"Host": "catalog.local", **(headers or {})})
         response = conn.getresponse()
         peer = conn.sock.getpeercert()
         assert ("URI", f"{SPIFFE}/catalog") in peer["subjectAltName"], peer
+        callee["seen"] = response.getheader("Seen-Client-Cert")
         return response.status, response.read().decode()
     finally:
         conn.close()
@@ -341,3 +343,10 @@ def test_a_caller_proxy_reaches_the_callee_over_mtls_checking_its_spiffe_id(
                 assert catalog["log"].exists() is False or catalog["log"].read_text() == ""
                 san = _stat(caller, "cluster.upstream/catalog/8080.ssl.fail_verify_san")
                 assert san >= 1, san
+
+
+def test_the_app_learns_the_verified_caller_and_never_a_forged_one(callee):
+    forged = {"x-forwarded-client-cert": f"URI={SPIFFE}/admin"}
+    assert _get(callee, callee["pki"].leaf("frontend"), forged)[0] == 200
+    seen = callee["seen"]
+    assert f"URI={SPIFFE}/frontend" in seen and "admin" not in seen, seen

@@ -84,8 +84,11 @@ def http_connection_manager(
     stream_idle_timeout=None,
     strip_any_host_port: bool = False,
     http_filters=(),
+    forward_client_identity: bool = False,
 ) -> listener_components_pb2.Filter:
-    """`http_filters` run before the router (authorization)."""
+    """`http_filters` run before the router (authorization). `forward_client_identity`
+    tells the app who called: the verified client certificate's URI SAN in an
+    x-forwarded-client-cert header, one a caller sent itself being dropped."""
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix,
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
@@ -95,6 +98,9 @@ def http_connection_manager(
         ],
         access_log=list(logs),
     )
+    if forward_client_identity:
+        manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
+        manager.set_current_client_cert_details.uri = True
     if strip_any_host_port:  # a oneof member: set only when wanted
         manager.strip_any_host_port = True
     if rds is not None:

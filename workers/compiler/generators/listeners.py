@@ -151,8 +151,10 @@ def _ingress_chains(plan: Plan, out: Builder, ingress: Ingress, *, match_port: b
 
     With the mesh's automatic mTLS on, a listener without App Mesh TLS takes the mesh's
     mode over the workload identity (App Mesh TLS, where set, wins), and every chain that
-    verifies client certificates admits only allowed callers (RBAC by SPIFFE id). A
-    PERMISSIVE plaintext chain carries no identity, so no authorization applies to it."""
+    verifies client certificates admits only allowed callers (RBAC by SPIFFE id), and the
+    app learns the caller's SPIFFE id (x-forwarded-client-cert). A PERMISSIVE plaintext
+    chain carries no identity, so no authorization applies to it (and a forged
+    x-forwarded-client-cert is dropped)."""
     port, spec = ingress.port, ingress.port.listener
     name = f"ingress_{port.port}"
     where = f"listener {port.port}"
@@ -186,6 +188,7 @@ def _ingress_chains(plan: Plan, out: Builder, ingress: Ingress, *, match_port: b
                 logs=logs,
                 stream_idle_timeout=idle,
                 http_filters=[rbac.http_filter(f"{name}_rbac", principals)] if authorize else (),
+                forward_client_identity=ctx.mtls,
             )
         ]
 

@@ -51,7 +51,7 @@ class _App(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _mesh(protocol: str, catalog_at: int = 0) -> MeshContext:
+def _mesh(protocol: str, catalog_at: int = 0, mode: str = "STRICT") -> MeshContext:
     """catalog (one listener) is called by frontend (backend catalog.local), not by
     stranger; `catalog_at` is the port catalog's proxy listens on, as frontend's EDS."""
     listener = [{"portMapping": {"port": 8080, "protocol": protocol}}]
@@ -69,7 +69,7 @@ def _mesh(protocol: str, catalog_at: int = 0) -> MeshContext:
         },
         endpoints=endpoints if catalog_at else None,
         trust_bundle="(replaced by the test's CA)",
-        mtls_mode="STRICT",
+        mtls_mode=mode,
         trust_domain=TRUST_DOMAIN,
     )
 
@@ -184,6 +184,15 @@ def callee(tmp_path):
     with _http_app() as app_port:
         proxy = _callee(app_port)
         with _envoy(tmp_path / "catalog", _mesh("http"), proxy, _Pki(tmp_path), "catalog") as e:
+            yield e
+
+
+@pytest.fixture
+def permissive_callee(tmp_path):
+    with _http_app() as app_port:
+        proxy = _callee(app_port)
+        ctx = _mesh("http", mode="PERMISSIVE")
+        with _envoy(tmp_path / "catalog", ctx, proxy, _Pki(tmp_path), "catalog") as e:
             yield e
 
 
@@ -350,3 +359,27 @@ def test_the_app_learns_the_verified_caller_and_never_a_forged_one(callee):
     assert _get(callee, callee["pki"].leaf("frontend"), forged)[0] == 200
     seen = callee["seen"]
     assert f"URI={SPIFFE}/frontend" in seen and "admin" not in seen, seen
+
+
+def _plain_get(port: int, headers=None) -> tuple[int, str, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/items", headers={"Host": "catalog.local", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, response.read().decode(), response.getheader("Seen-Client-Cert")
+    finally:
+        conn.close()
+
+
+def test_strict_refuses_plaintext(callee):
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError, OSError)):
+        _plain_get(callee["port"])
+
+
+def test_permissive_takes_plaintext_unauthorized_and_still_authorizes_tls(permissive_callee):
+    forged = {"x-forwarded-client-cert": f"URI={SPIFFE}/admin"}
+    status, body, seen = _plain_get(permissive_callee["port"], forged)
+    assert (status, body, seen) == (200, "catalog says hello", "")  # no identity, none forged
+    keys = permissive_callee["pki"]
+    assert _get(permissive_callee, keys.leaf("frontend"))[0] == 200
+    assert _get(permissive_callee, keys.leaf("stranger")) == (403, "RBAC: access denied")

@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from django.conf import settings
 from django.core.management.base import CommandError
 
 from meshapi.demo import sample_mesh, scene
@@ -39,6 +40,11 @@ class SceneRunner:
         self._ports_hook = None
 
     def run(self) -> None:
+        if settings.REDIS_URL:
+            raise CommandError(
+                "--scene runs the compiler and the xDS server in this process (embedded "
+                "mode): unset REDIS_URL, or run serve_xds and a worker instead."
+            )
         envoy = scene.find_envoy()
         if envoy is None:
             raise CommandError(

@@ -9,7 +9,9 @@ measured in the same run (goal for linear: per-service cost at the largest ≤ 1
 
 The per-service cost is CPU time of this process (`time.process_time`), so other load on
 a shared machine does not skew the ratio; wall seconds are printed beside it. The collector
-is paused while proxies compile, as `workers.pipeline.compile_variants` does.
+is paused while proxies compile, as `workers.pipeline.compile_variants` does. The last
+column is the CPU of a full compile of the same mesh under automatic mTLS STRICT over the
+plain one.
 """
 
 import gc
@@ -66,8 +68,14 @@ def specs(n: int, variant: int = 0) -> dict:
     )
 
 
-def build(data: dict) -> MeshContext:
-    return MeshContext.from_specs("bench", {"egressFilter": {"type": "DROP_ALL"}}, **data)
+def build(data: dict, mtls_mode: str = "DISABLED") -> MeshContext:
+    return MeshContext.from_specs(
+        "bench",
+        {"egressFilter": {"type": "DROP_ALL"}},
+        mtls_mode=mtls_mode,
+        trust_domain="111111111111.meshplane.local",
+        **data,
+    )
 
 
 def full(ctx: MeshContext) -> tuple[float, float, dict]:
@@ -86,7 +94,8 @@ def main(sizes: list[int]) -> None:
     base = None
     print(
         f"{'N':>6} {'full s':>8} {'CPU µs/(proxy×svc)':>19} {'ratio':>6} "
-        f"{'route Δ ms':>10} {'touched':>8} {'changed':>8} {'endpoint Δ ms':>13} {'eds only':>8}"
+        f"{'route Δ ms':>10} {'touched':>8} {'changed':>8} {'endpoint Δ ms':>13} {'eds only':>8} "
+        f"{'mTLS CPU ×':>10}"
     )
     for n in sizes:
         data = specs(n)
@@ -120,9 +129,13 @@ def main(sizes: list[int]) -> None:
             <= {"type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"}
             for p, s in ep_after.items()
         )
+        # The same mesh under automatic mTLS STRICT (TLS contexts, RBAC of each node's
+        # callers): full-compile CPU against the run above.
+        _, strict_cpu, _ = full(build(data, "STRICT"))
         print(
             f"{n:>6} {seconds:>8.2f} {per:>19.1f} {per / base:>6.2f} {route_ms:>10.1f} "
-            f"{len(touched):>8} {new_versions:>8} {endpoint_ms:>13.1f} {str(eds_only):>8}"
+            f"{len(touched):>8} {new_versions:>8} {endpoint_ms:>13.1f} {str(eds_only):>8} "
+            f"{strict_cpu / cpu:>10.2f}"
         )
 
 

@@ -2,8 +2,10 @@
 Join), in state-of-the-world and DELTA_GRPC modes, routing HTTP to two tiny backends by a
 mesh built through boto3.
 
-Envoy runs in explicit interception mode (no root): the compiled egress listener for the
-backend's virtual service listens on loopback, and the test sends its requests there."""
+Envoy is the virtual gateway `edge` (its listener port is the test's choice, so Envoys of
+other test runs on this machine, which bind the fixed explicit-mode ports, never share it);
+its gateway route sends everything to the virtual service `web.shop.local`, whose router
+routes (weighted, header match) are what is checked."""
 
 import json
 import os
@@ -36,7 +38,7 @@ pytestmark = [
 
 MESH = "shop"
 SERVICE = "web.shop.local"
-FRONT = f"mesh/{MESH}/virtualNode/front"
+EDGE = f"mesh/{MESH}/virtualGateway/edge"
 
 
 def split(weights: dict[str, int]) -> dict:
@@ -101,10 +103,21 @@ def web_mesh(alice, backends, worker):
         virtualServiceName=SERVICE,
         spec={"provider": {"virtualRouter": {"virtualRouterName": "web"}}},
     )
-    client.create_virtual_node(
+    client.create_virtual_gateway(
         meshName=MESH,
-        virtualNodeName="front",
-        spec={"backends": [{"virtualService": {"virtualServiceName": SERVICE}}]},
+        virtualGatewayName="edge",
+        spec={"listeners": [{"portMapping": {"port": free_port(), "protocol": "http"}}]},
+    )
+    client.create_gateway_route(
+        meshName=MESH,
+        virtualGatewayName="edge",
+        gatewayRouteName="to-web",
+        spec={
+            "httpRoute": {
+                "match": {"prefix": "/"},
+                "action": {"target": {"virtualService": {"virtualServiceName": SERVICE}}},
+            }
+        },
     )
     wait_compiled(alice.tenant, MESH)
     return client
@@ -132,11 +145,11 @@ class Envoy:
         }
         bootstrap = {
             "node": {
-                "id": FRONT,
-                "cluster": "front",
+                "id": EDGE,
+                "cluster": "edge",
                 "metadata": {
                     "consumer": "envoy",
-                    "interception": "explicit",
+                    "interception": "redirect",
                     "instance_id": f"envoy-{api_type.lower()}",
                 },
             },
@@ -145,6 +158,16 @@ class Envoy:
                     "socket_address": {"address": "127.0.0.1", "port_value": self.admin_port}
                 }
             },
+            # Gateways reach router-provided services through Envoy internal listeners.
+            "bootstrap_extensions": [
+                {
+                    "name": "envoy.bootstrap.internal_listener",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.bootstrap"
+                        ".internal_listener.v3.InternalListener"
+                    },
+                }
+            ],
             "dynamic_resources": {
                 "ads_config": {
                     "api_type": api_type,
@@ -274,8 +297,8 @@ class Traffic:
         return self.counts
 
 
-def _front_instance(alice, instance_id: str) -> dict:
-    for instance in proxy_detail(alice, MESH, "virtualNode", "front")["instances"]:
+def _edge_instance(alice, instance_id: str) -> dict:
+    for instance in proxy_detail(alice, MESH, "virtualGateway", "edge")["instances"]:
         if instance["instanceId"] == instance_id:
             return instance
     return {}
@@ -289,11 +312,11 @@ def test_envoy_routes_follows_updates_and_survives_a_control_plane_restart(
     xds = XdsProcess(port=ads_port, join_port=free_port())
     envoy = None
     try:
-        creds = join_certificate(alice.tenant, MESH, "virtualNode", "front", xds.join, tmp_path)
+        creds = join_certificate(alice.tenant, MESH, "virtualGateway", "edge", xds.join, tmp_path)
         envoy = Envoy(tmp_path, xds.ads, creds, api_type)
         port = wait_for(
-            lambda: envoy.listener_port(f"egress/{SERVICE}"),
-            message=lambda: f"no egress listener\n{envoy.log()}\n{xds.log()}",
+            lambda: envoy.listener_port("gateway/"),
+            message=lambda: f"no gateway listener\n{envoy.log()}\n{xds.log()}",
         )
         wait_for(lambda: get(port) in ("v1", "v2"), message=envoy.log)
 
@@ -306,12 +329,12 @@ def test_envoy_routes_follows_updates_and_survives_a_control_plane_restart(
         instance_id = f"envoy-{api_type.lower()}"
         instance = wait_for(
             lambda: (
-                (i := _front_instance(alice, instance_id)).get("ackedVersions", {}).get("routes")
+                (i := _edge_instance(alice, instance_id)).get("ackedVersions", {}).get("routes")
                 and i
             ),
             message="Envoy's ACKs never showed up",
         )
-        assert instance["connected"] and instance["interception"] == "explicit"
+        assert instance["connected"] and instance["consumer"] == "envoy"
         assert instance["connections"][0]["protocol"] == (
             "delta" if "DELTA" in api_type else "sotw"
         )
@@ -343,8 +366,8 @@ def test_envoy_routes_follows_updates_and_survives_a_control_plane_restart(
         wait_for(lambda: envoy.stats().get("control_plane.connected_state") == 1, timeout=60)
         wait_for(
             lambda: (
-                len(_front_instance(alice, instance_id).get("connections", [])) == 2
-                and _front_instance(alice, instance_id)["connected"]
+                len(_edge_instance(alice, instance_id).get("connections", [])) == 2
+                and _edge_instance(alice, instance_id)["connected"]
             ),
             message="the new stream was never recorded",
         )

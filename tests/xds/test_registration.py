@@ -86,7 +86,7 @@ def test_stream_registers_the_instance_and_closing_deregisters_it_after_grace(
                 ]
                 and i
             ),
-            message="the closed stream was never recorded",
+            message=lambda: f"the closed stream was never recorded\n{server.log()}",
         )
         assert not gone["connected"] and gone["connections"][0]["closedAt"]
         wait_for(

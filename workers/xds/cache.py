@@ -24,14 +24,19 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from workers.compiler import xds
+
+if TYPE_CHECKING:
+    from meshapi.models import ProxyConfig
 
 log = logging.getLogger(__name__)
 
 TYPES = xds.TYPE_ORDER  # CDS, EDS, LDS, RDS, SDS: the order a push goes in
 POLL_SECONDS = 30.0  # fallback poll of stored versions
 RECONNECT_SECONDS = 1.0
+MAX_BATCH = 10_000  # published messages loaded together
 
 
 # ------------------------------------------------------------------ wire encoding
@@ -182,61 +187,88 @@ class ConfigCache:
         return self.load_many([key])[0]
 
     def load_many(self, keys: list[Key]) -> list[Entry]:
+        """Read the current stored version of each key: per mesh, one query for the
+        variants and one for the resources not encoded on this replica yet, so the
+        publish of a change reaching 1,000 proxies is a handful of queries."""
         from django.db import close_old_connections
 
-        from meshapi.models import ConfigResource, ProxyConfig
+        from meshapi.models import ProxyConfig
 
         close_old_connections()
         try:
-            out: list[Entry] = []
+            by_mesh: dict[tuple[str, str], list[Key]] = {}
             for key in keys:
-                row = (
+                by_mesh.setdefault((key.tenant, key.mesh), []).append(key)
+            out: list[Entry] = []
+            for (tenant, mesh), group in by_mesh.items():
+                wanted = set(group)
+                rows = (
                     ProxyConfig.objects.filter(
-                        tenant__account_id=key.tenant,
-                        mesh__name=key.mesh,
-                        kind=key.kind,
-                        name=key.name,
-                        consumer=key.consumer,
-                        interception=key.interception,
+                        tenant__account_id=tenant,
+                        mesh__name=mesh,
+                        name__in={k.name for k in group},
                     )
                     .select_related("current")
-                    .first()
+                    .defer("current__warnings", "current__metadata")
                 )
-                current = row.current if row is not None else None
-                if current is None:
-                    out.append(Entry(key, None, 0))
-                    continue
-                manifest: dict[str, dict[str, str]] = current.resources
-                resources: dict[str, dict[str, Resource]] = {}
-                missing: dict[tuple[str, str], list[str]] = {}
-                with self._encoded_lock:
-                    for type_url, names in manifest.items():
-                        bucket = resources.setdefault(type_url, {})
-                        for name, digest in names.items():
-                            found = self._encoded.get((row.mesh_id, type_url, digest, name))
-                            if found is not None:
-                                bucket[name] = found
-                            else:
-                                missing.setdefault((type_url, digest), []).append(name)
-                if missing:
-                    bodies = ConfigResource.objects.filter(
-                        mesh_id=row.mesh_id, digest__in={d for _, d in missing}
-                    ).values_list("type_url", "digest", "body")
-                    with self._encoded_lock:
-                        for type_url, digest, body in bodies:
-                            for name in missing.get((type_url, digest), ()):
-                                ident = (row.mesh_id, type_url, digest, name)
-                                resource = self._encoded.get(ident)
-                                if resource is None:
-                                    resource = Resource(type_url, name, digest, bytes(body))
-                                    self._encoded[ident] = resource
-                                resources[type_url][name] = resource
-                out.append(
-                    Entry(key, current.version, current.pk, dict(current.type_versions), resources)
-                )
+                found: dict[Key, ProxyConfig] = {}
+                for row in rows:
+                    key = Key(
+                        tenant,
+                        f"mesh/{mesh}/{row.kind}/{row.name}",
+                        row.consumer,
+                        row.interception,
+                    )
+                    if key in wanted and row.current is not None:
+                        found[key] = row
+                out.extend(Entry(key, None, 0) for key in group if key not in found)
+                if found:
+                    out.extend(self._entries(found))
             return out
         finally:
             close_old_connections()
+
+    def _entries(self, rows: dict[Key, ProxyConfig]) -> list[Entry]:
+        """Entries for stored variants of one mesh, encoding each missing resource once."""
+        from meshapi.models import ConfigResource
+
+        mesh_id = next(iter(rows.values())).mesh_id
+        resources: dict[Key, dict[str, dict[str, Resource]]] = {}
+        missing: dict[tuple[str, str], list[tuple[Key, str]]] = {}
+        with self._encoded_lock:
+            for key, row in rows.items():
+                buckets = resources[key] = {}
+                for type_url, names in row.current.resources.items():
+                    bucket = buckets.setdefault(type_url, {})
+                    for name, digest in names.items():
+                        known = self._encoded.get((mesh_id, type_url, digest, name))
+                        if known is not None:
+                            bucket[name] = known
+                        else:
+                            missing.setdefault((type_url, digest), []).append((key, name))
+        if missing:
+            bodies = ConfigResource.objects.filter(
+                mesh_id=mesh_id, digest__in={d for _, d in missing}
+            ).values_list("type_url", "digest", "body")
+            with self._encoded_lock:
+                for type_url, digest, body in bodies:
+                    for key, name in missing.get((type_url, digest), ()):
+                        ident = (mesh_id, type_url, digest, name)
+                        resource = self._encoded.get(ident)
+                        if resource is None:
+                            resource = Resource(type_url, name, digest, bytes(body))
+                            self._encoded[ident] = resource
+                        resources[key][type_url][name] = resource
+        return [
+            Entry(
+                key,
+                row.current.version,
+                row.current.pk,
+                dict(row.current.type_versions),
+                resources[key],
+            )
+            for key, row in rows.items()
+        ]
 
     def stored_versions(self, keys: list[Key]) -> dict[Key, str | None]:
         """The current stored version of each key, one query per mesh (the poll)."""
@@ -312,7 +344,12 @@ class CacheRefresher:
                     while not self._stop.is_set():
                         message = subscription.get(timeout=0.5)
                         if message is not None:
-                            self._handle(message)
+                            # A compile publishes its versions together: take them all,
+                            # then load them in one go.
+                            batch = [message]
+                            while len(batch) < MAX_BATCH and (more := subscription.get(timeout=0)):
+                                batch.append(more)
+                            self._handle(batch)
                         if time.monotonic() >= next_poll:
                             self._reread_all()
                             next_poll = time.monotonic() + self.poll_seconds
@@ -326,16 +363,19 @@ class CacheRefresher:
                 self._stop.wait(RECONNECT_SECONDS)
         self.subscribed.clear()
 
-    def _handle(self, message: dict) -> None:
-        key = Key(
-            str(message.get("tenant")),
-            str(message.get("proxy")),
-            str(message.get("consumer")),
-            str(message.get("interception")),
-        )
-        if key not in self.cache.watchers:
-            return
-        entry = self.cache.entries.get(key)
-        if entry is not None and entry.version == message.get("version"):
-            return
-        self._reload([key])
+    def _handle(self, messages: list[dict]) -> None:
+        stale: dict[Key, None] = {}
+        for message in messages:
+            key = Key(
+                str(message.get("tenant")),
+                str(message.get("proxy")),
+                str(message.get("consumer")),
+                str(message.get("interception")),
+            )
+            if key not in self.cache.watchers:
+                continue
+            entry = self.cache.entries.get(key)
+            if entry is not None and entry.version == message.get("version"):
+                continue
+            stale[key] = None
+        self._reload(list(stale))

@@ -225,9 +225,15 @@ class XdsServer:
             )
             await context.abort(exc.code, exc.message)
             return
-        reporter = await self.status.open(
-            session.identity, session.declared, session.stream, protocol
+        opening = asyncio.ensure_future(
+            self.status.open(session.identity, session.declared, session.stream, protocol)
         )
+        try:
+            reporter = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # Gone while its instance row was being written: record the close once it is.
+            self._track(self._close_when_open(session, opening))
+            raise
         log.info(
             "xds: %s stream %s opened by %s (%s) as %s",
             protocol,
@@ -246,9 +252,7 @@ class XdsServer:
             try:
                 async for request in iterator:
                     events.put_nowait(("request", request))
-            except Exception as exc:  # noqa: BLE001 - the client went away
-                events.put_nowait(("end", exc))
-            else:
+            finally:  # the client closed, went away or cancelled (CancelledError too)
                 events.put_nowait(("end", None))
 
         reader: asyncio.Task | None = None
@@ -260,6 +264,8 @@ class XdsServer:
             for response in handler.on_request(first):
                 yield response
             reader = asyncio.create_task(read())
+            # Its error (the client went away) is the stream's end, not worth a log line.
+            reader.add_done_callback(lambda task: task.cancelled() or task.exception())
             while True:
                 kind, item = await events.get()
                 if kind == "end":
@@ -275,8 +281,16 @@ class XdsServer:
             self.cache.unwatch(session.key, on_entry)
             log.info("xds: stream %s of %s closed", session.stream, session.identity.node_id)
             # A task of its own: the stream's task may be cancelled while it closes.
-            closing = asyncio.create_task(
-                self.status.close(session.identity, session.declared, reporter)
-            )
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+            self._track(self.status.close(session.identity, session.declared, reporter))
+
+    def _track(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close_when_open(self, session: Session, opening: asyncio.Future) -> None:
+        try:
+            reporter = await opening
+        except Exception:  # noqa: BLE001 - nothing was written, nothing to close
+            return
+        await self.status.close(session.identity, session.declared, reporter)

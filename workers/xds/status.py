@@ -103,11 +103,9 @@ def registrable_ports(identity: Identity, declared: Declared) -> list[int]:
 def open_instance(
     identity: Identity, declared: Declared, replica: str, stream: str, protocol: str
 ) -> int:
-    """Record the stream (instance row + history) and register the instance's endpoints."""
+    """Record the stream: the instance row (connected, owned by this stream) and history."""
     from meshapi.models import Mesh, ProxyConnection, ProxyInstance
     from meshapi.models.instances import CONNECTIONS_KEPT
-    from meshapi.services import endpoints
-    from tenants.models import Tenant
 
     close_old_connections()
     now = timezone.now()
@@ -141,6 +139,15 @@ def open_instance(
         old = list(instance.connections.values_list("pk", flat=True)[CONNECTIONS_KEPT:])
         if old:
             ProxyConnection.objects.filter(pk__in=old).delete()
+    return instance.pk
+
+
+def register_instance(identity: Identity, declared: Declared) -> None:
+    """Register the instance's address on the node's ports (source `registered`)."""
+    from meshapi.services import endpoints
+    from tenants.models import Tenant
+
+    close_old_connections()
     tenant = Tenant.objects.get(pk=identity.tenant_id)
     for port in registrable_ports(identity, declared):
         try:
@@ -154,7 +161,6 @@ def open_instance(
             )
         except endpoints.EndpointError as exc:
             log.warning("xds: not registering %s:%s: %s", declared.address, port, exc.message)
-    return instance.pk
 
 
 def close_instance(instance_pk: int, stream: str) -> bool:
@@ -246,7 +252,20 @@ class StatusRecorder:
         pk = await sync_to_async(open_instance, thread_sensitive=False)(
             identity, declared, self.replica, stream, protocol
         )
+        # Registering bumps the mesh and enqueues a compile: the stream need not wait.
+        self._spawn(self._register(identity, declared))
         return InstanceReporter(self, pk, stream)
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _register(self, identity: Identity, declared: Declared) -> None:
+        try:
+            await sync_to_async(register_instance, thread_sensitive=False)(identity, declared)
+        except Exception:  # noqa: BLE001 - the stream serves anyway; the next open retries
+            log.warning("xds: registering %s failed", identity.node_id, exc_info=True)
 
     async def close(
         self, identity: Identity, declared: Declared, reporter: InstanceReporter
@@ -261,9 +280,7 @@ class StatusRecorder:
             log.warning("xds: recording a closed stream failed", exc_info=True)
             return
         if owned:
-            task = asyncio.create_task(self._deregister_later(identity, declared, reporter))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._deregister_later(identity, declared, reporter))
 
     async def _deregister_later(
         self, identity: Identity, declared: Declared, reporter: InstanceReporter

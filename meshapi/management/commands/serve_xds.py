@@ -2,6 +2,7 @@
 and the Identity service agents join through. See docs/xds.md."""
 
 import asyncio
+import faulthandler
 import ipaddress
 import logging
 import signal
@@ -71,6 +72,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
+        # `kill -USR1 <pid>` writes every thread's stack to stderr: what a stuck replica does.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         if options["insecure"]:
             if options["host"] == "0.0.0.0":
                 options["host"] = "127.0.0.1"

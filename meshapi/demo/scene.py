@@ -32,6 +32,7 @@ import dataclasses
 import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import ssl
@@ -100,12 +101,21 @@ def _free(port: int, host: str = "0.0.0.0") -> bool:
     return True
 
 
+def _unassigned_range() -> range:
+    """Ports the kernel never hands out on its own: below the ephemeral range, so another
+    process's outgoing connection cannot take a chosen port before its listener binds it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10000, low) if low > 12000 else range(low, 65536)
+
+
 def _pick(taken: set[int]) -> int:
+    candidates = _unassigned_range()
     while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in taken and port != 9901 and _free(port):
+        port = random.choice(candidates)
+        if port not in taken and port != 9901 and _free(port) and _free(port, "127.0.0.1"):
             taken.add(port)
             return port
 
@@ -215,7 +225,12 @@ def explicit_ports(account_id: str, ports: dict[str, Ports]) -> Iterator[None]:
     from node.metadata yet). Only the demo tenant's mesh `shop` is affected."""
     from workers import pipeline
 
-    original = pipeline.compile_proxy
+    original = getattr(pipeline, "compile_proxy", None)
+    if original is None:
+        raise SceneError(
+            "workers.pipeline no longer calls compile_proxy: the scene cannot give its "
+            "proxies their ports (see meshapi/demo/scene.py explicit_ports)."
+        )
     trust_domain_prefix = f"{account_id}."
 
     def compile_proxy(ctx, proxy):

@@ -58,8 +58,12 @@ class SceneRunner:
             raise CommandError(f"the API cannot listen on {self.api.url}: {exc}") from exc
         url = self.api.url
         the_scene = self.scene = scene.Scene(self.demo_dir / "scene", self.say)
-        self._ports_hook = scene.explicit_ports(tenant.account_id, the_scene.ports)
-        self._ports_hook.__enter__()
+        hook = scene.explicit_ports(tenant.account_id, the_scene.ports)
+        try:
+            hook.__enter__()
+        except scene.SceneError as exc:
+            raise CommandError(str(exc)) from exc
+        self._ports_hook = hook
 
         client = boto3.client(
             "appmesh",

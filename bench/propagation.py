@@ -273,6 +273,7 @@ class Load:
         return {
             "done": not pending,
             "missing": len(pending),
+            "first": min(times) if times else None,
             "last": max(times) if times else None,
             "median": statistics.median(times) if times else None,
         }
@@ -632,7 +633,7 @@ def measure_size(args, tenant, mesh, size: int, env: dict, load: Child, results:
             time.monotonic() - idle_start
         )
 
-        totals, from_publish, writes, compiles, timeouts = [], [], [], [], 0
+        totals, from_publish, first_acks, writes, compiles, timeouts = [], [], [], [], [], 0
         phase_end = time.monotonic() + args.phase_limit
         cpu_start, wall_start = cpu_seconds(replica.proc.pid), time.monotonic()
         for change in range(args.changes):
@@ -667,6 +668,7 @@ def measure_size(args, tenant, mesh, size: int, env: dict, load: Child, results:
                 continue
             totals.append((answer["last"] - t0) * 1000)
             from_publish.append((answer["last"] - t_published) * 1000)
+            first_acks.append((answer["first"] - t_published) * 1000)
         time.sleep(0.5)  # the last ACKs' status flush belongs to the push path too
         wall = time.monotonic() - wall_start
         cpu = cpu_seconds(replica.proc.pid) - cpu_start - idle_rate * wall
@@ -677,6 +679,7 @@ def measure_size(args, tenant, mesh, size: int, env: dict, load: Child, results:
             p99_ms=percentile(totals, 99) if totals else None,
             publish_p50_ms=statistics.median(from_publish) if from_publish else None,
             publish_p99_ms=percentile(from_publish, 99) if from_publish else None,
+            first_ack_p50_ms=statistics.median(first_acks) if first_acks else None,
             write_p50_ms=statistics.median(writes) if writes else None,
             compile_p50_ms=statistics.median(compiles) if compiles else None,
             idle_cpu_pct=idle_rate * 100,
@@ -760,7 +763,8 @@ def report(results: dict, load_before: str, load_after: str) -> None:
     print()
     print(f"load average before: {load_before}  after: {load_after}  cores: {os.cpu_count()}")
     print(
-        f"{'N':>5} {'changes':>7} {'p50 ms':>8} {'p99 ms':>8} {'pub p50':>8} {'pub p99':>8} "
+        f"{'N':>5} {'changes':>7} {'p50 ms':>8} {'p99 ms':>8} {'pub 1st':>8} {'pub p50':>8} "
+        f"{'pub p99':>8} "
         f"{'write':>6} {'compile':>8} {'bare p50':>8} {'bare p99':>9} {'xds us/cl':>9} "
         f"{'bare us/cl':>10} {'cpu x':>6} {'MB/cl':>6} {'bare MB/cl':>10} "
         f"{'RSS idle':>8} {'RSS N':>7}"
@@ -772,7 +776,8 @@ def report(results: dict, load_before: str, load_after: str) -> None:
             ratio = r["xds_cpu_us"] / r["bare_cpu_us"]
         print(
             f"{size:>5} {r.get('changes', 0):>7} {_fmt(r.get('p50_ms'), '8.1f')} "
-            f"{_fmt(r.get('p99_ms'), '8.1f')} {_fmt(r.get('publish_p50_ms'), '8.1f')} "
+            f"{_fmt(r.get('p99_ms'), '8.1f')} {_fmt(r.get('first_ack_p50_ms'), '8.1f')} "
+            f"{_fmt(r.get('publish_p50_ms'), '8.1f')} "
             f"{_fmt(r.get('publish_p99_ms'), '8.1f')} {_fmt(r.get('write_p50_ms'), '6.1f')} "
             f"{_fmt(r.get('compile_p50_ms'), '8.1f')} "
             f"{_fmt(r.get('bare_p50_ms'), '8.1f')} {_fmt(r.get('bare_p99_ms'), '9.1f')} "

@@ -93,9 +93,9 @@ def _refused(port: int, context: ssl.SSLContext | None = None) -> str:
     return "closed"
 
 
-def _stranger_identity(url: str, key_id: str, secret: str, tmp_path: Path) -> Path:
-    """A workload certificate from another mesh's CA (same tenant): mesh 'elsewhere',
-    node 'stranger', joined by a real meshagent (no Envoy needed for the certificate)."""
+def _stranger_join_files(url: str, key_id: str, secret: str, tmp_path: Path) -> tuple[Path, Path]:
+    """Join token and control-plane CA for another mesh (same tenant): mesh 'elsewhere',
+    node 'stranger' (a real meshagent joins with them; no Envoy needed for a certificate)."""
     client = boto3.client(
         "appmesh",
         endpoint_url=url,
@@ -166,7 +166,7 @@ def test_make_demo_runs_the_mesh_scene(tmp_path):
         )
         assert (code, body) == (403, "RBAC: access denied")
 
-        token_file, ca_file = _stranger_identity(
+        token_file, ca_file = _stranger_join_files(
             url, demo.value("Access key id:"), demo.value("Secret access key:"), tmp_path
         )
         stranger_dir = tmp_path / "stranger"

@@ -19,7 +19,7 @@ from rest_framework.response import Response
 
 from meshapi import models as m
 from meshapi.services import proxies as service
-from meshapi.services.instances import instances_of
+from meshapi.services.instances import instances_of, rollup
 from tenants.scoping import Access, TenantScopedViewSet
 from workers import loader
 from workers.compiler import ProxyRequest, compile_proxy
@@ -105,12 +105,24 @@ class InstanceSerializer(serializers.Serializer):
     connections = ConnectionSerializer(many=True, help_text="Its recent streams, newest first.")
 
 
+class InstanceSummarySerializer(serializers.Serializer):
+    connected = serializers.IntegerField()
+    upToDate = serializers.IntegerField(
+        help_text="Connected instances that acknowledged their variant's current version "
+        "of every type they use."
+    )
+    rejectingCurrent = serializers.IntegerField(
+        help_text="Connected instances whose last NACK refused a current version."
+    )
+
+
 class ProxyDetailSerializer(serializers.Serializer):
     kind = serializers.CharField()
     name = serializers.CharField()
     nodeId = serializers.CharField()
     variants = ProxySerializer(many=True)
     instances = InstanceSerializer(many=True)
+    instanceSummary = InstanceSummarySerializer()
 
 
 class ConfigSerializer(ProxySerializer):
@@ -227,13 +239,15 @@ class ProxyViewSet(TenantScopedViewSet):
         rows = {(r.consumer, r.interception): r for r in service.variants_of(ref)}
         rows.setdefault(("envoy", "redirect"), None)
         variants = [_summary(ref.mesh.name, ref.kind, ref.name, v, rows[v]) for v in sorted(rows)]
+        instances = instances_of(ref)
         return Response(
             {
                 "kind": ref.kind,
                 "name": ref.name,
                 "nodeId": f"mesh/{ref.mesh.name}/{ref.label}",
                 "variants": variants,
-                "instances": instances_of(ref),
+                "instances": instances,
+                "instanceSummary": rollup(ref, instances),
             }
         )
 

@@ -1,7 +1,7 @@
 """Proxy instances as the tenant sees them (written by the xDS server, workers/xds/status.py):
 connected or not, on which replica, what each acknowledged, and why it last refused."""
 
-from meshapi.models import ProxyConnection, ProxyInstance
+from meshapi.models import ProxyConfig, ProxyConnection, ProxyInstance
 from meshapi.models.instances import CONNECTIONS_KEPT
 from meshapi.services.proxies import TYPE_NAMES, ProxyRef
 
@@ -59,3 +59,28 @@ def _nack(nack: dict | None) -> dict | None:
         "errorDetail": nack.get("errorDetail"),
         "at": nack.get("at"),
     }
+
+
+def rollup(ref: ProxyRef, instances: list[dict]) -> dict:
+    """Per node: how many instances are connected, how many acknowledged the current
+    configuration of their variant for every type they use, and how many rejected it."""
+    connected = [i for i in instances if i["connected"]]
+    summary = {"connected": len(connected), "upToDate": 0, "rejectingCurrent": 0}
+    if not connected:
+        return summary
+    current = {
+        (consumer, interception): versions or {}
+        for consumer, interception, versions in ProxyConfig.objects.filter(
+            mesh=ref.mesh, kind=ref.kind, name=ref.name
+        ).values_list("consumer", "interception", "current__type_versions")
+    }
+    labels = {label: type_url for type_url, label in TYPE_NAMES.items()}
+    for instance in connected:
+        versions = current.get((instance["consumer"], instance["interception"]), {})
+        acked = instance["ackedVersions"]
+        if acked and all(versions.get(labels[label]) == v for label, v in acked.items()):
+            summary["upToDate"] += 1
+        nack = instance["lastNack"]
+        if nack and versions.get(labels.get(nack["type"], "")) == nack["version"]:
+            summary["rejectingCurrent"] += 1
+    return summary

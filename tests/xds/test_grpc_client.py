@@ -77,7 +77,11 @@ def test_weighted_and_header_routes_and_an_update_without_reconnecting(
         assert 14 <= counts.get("v2", 0) / 10 <= 26, counts  # 20 % ± 6 points
         assert client.call(50, {"x-canary": "yes"}) == {"v2": 50}
 
-        before = _instance(alice)
+        # ACKs are written in small batches: wait for all four types.
+        before = wait_for(
+            lambda: len((i := _instance(alice))["ackedVersions"]) >= 4 and i,
+            message=lambda: f"ACKs not recorded: {_instance(alice)}",
+        )
         assert before["connected"] and before["consumer"] == "grpc"
         assert before["connections"][0]["peer"] == creds.spiffe_id
         assert set(before["ackedVersions"]) >= {"listeners", "routes", "clusters", "endpoints"}
@@ -101,6 +105,16 @@ def test_weighted_and_header_routes_and_an_update_without_reconnecting(
             c["stream"] for c in before["connections"]
         ]  # the same single stream: no reconnect
         assert after["connections"][0]["closedAt"] is None
+        summary = wait_for(
+            lambda: (
+                (d := proxy_detail(alice, MESH, "virtualNode", "client")["instanceSummary"])[
+                    "upToDate"
+                ]
+                and d
+            ),
+            message="the instance never counted as up to date",
+        )
+        assert summary == {"connected": 1, "upToDate": 1, "rejectingCurrent": 0}
     finally:
         client.stop()
 
@@ -113,7 +127,9 @@ def test_a_route_the_client_rejects_is_nacked_and_the_api_shows_its_words(
     client = GrpcXdsClient(SERVICE, bootstrap)
     try:
         wait_for(lambda: set(client.call(5)) <= {"v1", "v2"}, message=client.errors)
-        good = _instance(alice)["ackedVersions"]["routes"]
+        good = wait_for(
+            lambda: _instance(alice)["ackedVersions"].get("routes"), message="no ACK recorded"
+        )
         # Python's re takes a lookahead, so the API stores it; gRPC's RE2 refuses it.
         greeter_mesh.update_route(
             meshName=MESH,
@@ -146,6 +162,8 @@ def test_a_route_the_client_rejects_is_nacked_and_the_api_shows_its_words(
         assert "regex" in nack["errorDetail"].lower(), nack
         # The client keeps its last good routes, and says so.
         assert instance["ackedVersions"]["routes"] == good
+        summary = proxy_detail(alice, MESH, "virtualNode", "client")["instanceSummary"]
+        assert summary == {"connected": 1, "upToDate": 0, "rejectingCurrent": 1}
         assert set(client.call(20)) <= {"v1", "v2"}
     finally:
         client.stop()

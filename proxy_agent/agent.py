@@ -59,6 +59,7 @@ class Agent:
         self.admin = Admin(config.admin_port)
         self.iptables: Iptables | None = None
         self.status_port = 0
+        self.port_conflicts: dict[int, list] = {}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._servers: list = []
@@ -213,6 +214,27 @@ class Agent:
                 write_atomic(self.data_dir / "ports.json", json.dumps(ports).encode(), 0o644)
                 last = ports
 
+    async def _watch_ports(self, interval: float = 5.0) -> None:
+        """Report listener ports another process listens on too (ports.py says why)."""
+        from proxy_agent.ports import shared_ports
+
+        while True:
+            envoy = self.envoy
+            ports = set(self.relay.listener_ports().values())
+            if envoy is not None and envoy.running and ports:
+                found = await asyncio.to_thread(shared_ports, ports, envoy.process.pid)
+                if found != self.port_conflicts and found:
+                    for port, pids in sorted(found.items()):
+                        log.error(
+                            "port %s: Envoy's listener shares it with pid %s (SO_REUSEPORT): "
+                            "connections are split between them; give this agent other "
+                            "ports or stop the other proxy",
+                            port,
+                            ", ".join(map(str, pids)),
+                        )
+                self.port_conflicts = found
+            await asyncio.sleep(interval)
+
     # ------------------------------------------------------------ status port
 
     async def _healthz(self):
@@ -225,7 +247,7 @@ class Agent:
         configured = self.relay is not None and self.relay.envoy_configured()
         live = not self.run_envoy or (await self.admin.live() and await self.admin.warmed())
         draining = self._stop.is_set()
-        ready = configured and live and not draining
+        ready = configured and live and not draining and not self.port_conflicts
         body = {
             "ready": ready,
             "envoy_live": live,
@@ -233,6 +255,8 @@ class Agent:
             "draining": draining,
             "control_plane_connected": bool(self.relay and self.relay.up_open),
         }
+        if self.port_conflicts:
+            body["shared_ports"] = {str(p): pids for p, pids in self.port_conflicts.items()}
         return json_body(200 if ready else 503, body)
 
     async def _status(self):
@@ -248,6 +272,7 @@ class Agent:
             body.update(self.relay.status())
         if self.envoy is not None:
             body["envoyRestarts"] = self.envoy.restarts
+        body["sharedPorts"] = {str(p): pids for p, pids in self.port_conflicts.items()}
         return json_body(200, body)
 
     async def _ports(self):
@@ -285,6 +310,7 @@ class Agent:
                 self._install_redirect()
             if self.run_envoy:
                 self._start_envoy()
+                self._tasks.append(asyncio.create_task(self._watch_ports()))
             log.info("meshagent running for %s", self.config.node_id)
             print(f"meshagent ready node={self.config.node_id}", flush=True)
             await self._stop.wait()

@@ -142,3 +142,30 @@ def test_a_crashed_envoy_is_restarted_and_configured_again(tmp_path, backend):
     finally:
         agent.stop()
         ads.stop()
+
+
+def test_a_listener_port_shared_with_another_proxy_is_reported_not_ready(tmp_path, backend):
+    """Envoy binds with SO_REUSEPORT: two proxies given one port silently split its
+    connections. The agent notices the other listener and says so instead of being ready."""
+    other_backend = HttpBackend("someone-else")
+    listen = free_port()
+    upstreams = [FakeAds(), FakeAds()]
+    simple_config(upstreams[0], "v1", listen, backend.port)
+    simple_config(upstreams[1], "v1", listen, other_backend.port)
+    first = AgentProcess(tmp_path / "one", *agent_args(upstreams[0]))
+    second = None
+    try:
+        first.wait_ready()
+        second = AgentProcess(tmp_path / "two", *agent_args(upstreams[1]))
+        shared = wait_for(lambda: second.status().get("sharedPorts"), message=lambda: second.log())
+        assert list(shared) == [str(listen)]
+        assert not second.ready()
+        wait_for(lambda: not first.ready(), message="the first agent never noticed")
+        assert "shares it with pid" in second.log()
+    finally:
+        for agent in (first, second):
+            if agent is not None:
+                agent.stop()
+        for ads in upstreams:
+            ads.stop()
+        other_backend.stop()

@@ -203,15 +203,31 @@ def deregister_if_gone(
             pass  # the node or mesh is gone, and its endpoints with it
 
 
+STATUS_CHUNK = 500  # instances per UPDATE statement
+
+
 def write_status(items: list[tuple[int, str, dict, dict | None]]) -> None:
+    """One UPDATE per chunk of instances (an ACK burst after a push to 1,000 proxies is
+    two statements), each row only while the reporting stream still owns it."""
+    from django.db.models import Case, F, JSONField, Q, Value, When
+
     from meshapi.models import ProxyInstance
 
     close_old_connections()
-    for instance_pk, stream, acks, last_nack in items:
-        fields = {"acked": acks, "updated_at": timezone.now()}
-        if last_nack is not None:
-            fields["last_nack"] = last_nack
-        ProxyInstance.objects.filter(pk=instance_pk, stream=stream).update(**fields)
+    now = timezone.now()
+    for start in range(0, len(items), STATUS_CHUNK):
+        chunk = items[start : start + STATUS_CHUNK]
+        owned = Q()
+        acked, nacks = [], []
+        for instance_pk, stream, acks, last_nack in chunk:
+            owned |= Q(pk=instance_pk, stream=stream)
+            acked.append(When(pk=instance_pk, then=Value(acks, output_field=JSONField())))
+            if last_nack is not None:
+                nacks.append(When(pk=instance_pk, then=Value(last_nack, output_field=JSONField())))
+        fields = {"acked": Case(*acked, default=F("acked")), "updated_at": now}
+        if nacks:
+            fields["last_nack"] = Case(*nacks, default=F("last_nack"))
+        ProxyInstance.objects.filter(owned).update(**fields)
 
 
 # ------------------------------------------------------------------ the recorder (loop)

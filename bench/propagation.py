@@ -687,8 +687,10 @@ def measure_size(args, tenant, mesh, size: int, env: dict, load: Child, results:
         )
         sample = load.ask({"cmd": "sample"}, 30)["b64"]
     finally:
-        load.ask({"cmd": "close"}, 120)
-        replica.stop()
+        try:
+            load.ask({"cmd": "close"}, 120)
+        finally:
+            replica.stop()
 
     # ---------------------------------------------------------------- bare fan-out
     bare = Child(
@@ -751,8 +753,10 @@ def measure_size(args, tenant, mesh, size: int, env: dict, load: Child, results:
             bare_cpu_us=cpu / pushes / size * 1e6,
         )
     finally:
-        load.ask({"cmd": "close"}, 120)
-        bare.stop()
+        try:
+            load.ask({"cmd": "close"}, 120)
+        finally:
+            bare.stop()
 
 
 def _fmt(value, spec: str) -> str:
@@ -882,8 +886,9 @@ def main(argv: list[str]) -> None:
             redis.Redis.from_url(os.environ["REDIS_URL"]).delete(queue_name)
         except Exception:  # noqa: BLE001, S110 - nothing was ever queued there
             pass
-    report(results, load_before, load_after)
-    print(f"process logs: {tempfile.gettempdir()}/bench-propagation-{os.getpid()}-*.log")
+        # Also after a SIGTERM or a failure: what was measured until then.
+        report(results, load_before, load_after)
+        print(f"process logs: {tempfile.gettempdir()}/bench-propagation-{os.getpid()}-*.log")
 
 
 if __name__ == "__main__":

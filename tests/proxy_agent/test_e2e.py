@@ -33,6 +33,29 @@ SERVICE = "catalog.shop.local"
 NODE = f"mesh/{MESH}/virtualNode/front"
 
 
+@pytest.fixture(autouse=True)
+def free_explicit_ports(monkeypatch):
+    """front's explicit-mode listeners on free ports rather than the fixed 15000/15001, so
+    test runs side by side on one machine never share a port (Envoy's SO_REUSEPORT would
+    split their connections). The control plane cannot take ports from the agent yet (it
+    ignores node.metadata's ingress_port/egress_port), so the compile in this process (the
+    worker runs in a thread here) is given them, as manage.py demo --scene does."""
+    import dataclasses
+
+    from workers import pipeline
+
+    chosen = {"ingress_port": free_port(), "egress_port": free_port()}
+    original = pipeline.compile_proxy
+
+    def compile_proxy(ctx, proxy):
+        if (proxy.name, proxy.consumer, proxy.interception) == ("front", "envoy", "explicit"):
+            proxy = dataclasses.replace(proxy, **chosen)
+        return original(ctx, proxy)
+
+    monkeypatch.setattr(pipeline, "compile_proxy", compile_proxy)
+    return chosen
+
+
 @pytest.fixture
 def worker(transactional_db):
     """A Celery worker in a thread, consuming this run's queue on the real broker."""
@@ -156,13 +179,16 @@ def _failures(port: int, n: int) -> dict[str, int]:
     return out
 
 
-def test_traffic_through_envoy_survives_the_control_plane_and_a_restart(alice, mesh, tmp_path):
+def test_traffic_through_envoy_survives_the_control_plane_and_a_restart(
+    alice, mesh, tmp_path, free_explicit_ports
+):
     token_file, ca_file = _join_files(alice, tmp_path)
     xds = _start_xds()
     agent = _agent(tmp_path, xds, token_file, ca_file)
     try:
         agent.wait_ready()
         port = _egress_port(agent)
+        assert port == free_explicit_ports["egress_port"]
         wait_for(lambda: _ok(port), message=agent.log)
         status = agent.status()
         assert status["identity"]["spiffeId"].endswith("/" + NODE)

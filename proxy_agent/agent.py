@@ -37,6 +37,10 @@ class AgentFailed(Exception):
     """The agent cannot run; the message says why."""
 
 
+class _Stopped(Exception):
+    """Asked to stop before it was up: a clean exit, not a failure."""
+
+
 def _addresses(target: str) -> set[str]:
     import socket
 
@@ -112,7 +116,7 @@ class Agent:
                 log.warning("identity: cannot join yet (%s); retrying in %.0fs", message, delay)
             try:
                 await asyncio.wait_for(self._stop.wait(), delay)
-                raise AgentFailed("stopped before joining")
+                raise _Stopped()
             except TimeoutError:
                 delay = min(delay * 2, 30.0)
         self.local.workload = workload
@@ -196,7 +200,7 @@ class Agent:
             self.config.envoy_binary,
             path,
             self.admin,
-            log_path=self.data_dir / "envoy.log",
+            log_path=self.config.envoy_log_file,
             log_level=self.config.envoy_log_level,
             drain_seconds=self.config.drain_seconds,
             user=user,
@@ -293,6 +297,8 @@ class Agent:
             loop.add_signal_handler(sig, self.request_stop)
         try:
             await self._run()
+        except _Stopped:
+            log.info("meshagent stopped before it had joined")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)

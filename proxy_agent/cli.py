@@ -94,6 +94,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default="", help="This instance's address for the mesh.")
     run.add_argument("--drain-seconds", type=float, default=20.0)
     run.add_argument("--envoy-log-level", default=env("ENVOY_LOG_LEVEL", "info"))
+    run.add_argument(
+        "--envoy-log-file",
+        default="",
+        help="Append Envoy's output to this file (default: the agent's stderr, where a "
+        "container runtime collects it).",
+    )
     run.add_argument("--proxy-uid", type=int, default=1337, help="Redirect mode: Envoy's UID.")
     run.add_argument("--egress-ignored-ports", type=_ports, default=())
     run.add_argument("--egress-ignored-ips", default="")
@@ -154,6 +160,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         address=args.address or ecs.get("address") or local_address(control_plane),
         drain_seconds=args.drain_seconds,
         envoy_log_level=args.envoy_log_level,
+        envoy_log_file=Path(args.envoy_log_file) if args.envoy_log_file else None,
         proxy_uid=args.proxy_uid,
         egress_ignored_ports=args.egress_ignored_ports,
         egress_ignored_ips=tuple(i for i in args.egress_ignored_ips.split(",") if i),

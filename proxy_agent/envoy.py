@@ -31,29 +31,6 @@ RESTART_MIN, RESTART_MAX = 1.0, 30.0
 STABLE_SECONDS = 60.0  # a run this long resets the restart backoff
 
 
-def _load_prctl():
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-
-# Looked up before any fork: the child must not dlopen (a lock may be held by a thread that
-# does not exist in the child).
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-_SIGTERM = int(signal.SIGTERM)
-
-
-def _die_with_parent() -> None:
-    """In the child: Envoy gets SIGTERM if the agent dies, so a killed agent never leaves
-    an orphan Envoy holding the ports its successor needs (Linux only; else a no-op)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, _SIGTERM)
-
-
 def bootstrap(
     *,
     node_id: str,
@@ -223,16 +200,45 @@ class EnvoySupervisor:
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
             stderr=out,
-            start_new_session=True,  # our SIGTERM drains it; a terminal's ^C must not kill it
-            preexec_fn=_die_with_parent,
+            # Its own session: a terminal's ^C must not kill it; the agent drains it. If the
+            # agent is killed, it keeps serving until the next agent replaces it (stop_stale).
+            start_new_session=True,
             **({"user": self.user} if self.user is not None else {}),
         )
         log.info("envoy: started pid %s", self.process.pid)
+        self.pid_path.write_text(f"{self.process.pid}\n")
         return self.process
+
+    @property
+    def pid_path(self) -> Path:
+        return self.bootstrap_path.parent / "envoy.pid"
+
+    async def stop_stale(self, grace: float = 5.0) -> None:
+        """An Envoy left by an agent that was killed (SIGKILL, OOM) still holds the ports and
+        serves the last configuration; the new agent's Envoy takes over from it. (Only one
+        started with this very bootstrap file is touched.)"""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if str(self.bootstrap_path).encode() not in f.read():
+                    return
+        except (OSError, ValueError):
+            return
+        log.warning("envoy: stopping pid %s, left running by a previous agent", pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if os.path.exists(f"/proc/{pid}"):
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     async def run(self) -> None:
         """Keep Envoy running until `stop()`."""
         delay = RESTART_MIN
+        await self.stop_stale()
         while not self.stopping:
             try:
                 process = await self._start()

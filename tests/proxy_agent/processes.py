@@ -57,7 +57,8 @@ class AgentProcess:
             sys.executable, "-m", "proxy_agent.cli", "run",
             "--data-dir", str(self.data_dir), "--envoy", envoy,
             "--admin-port", str(self.admin_port), "--status-port", str(self.status_port),
-            "--drain-seconds", "3", "--envoy-log-level", "warning", *args,
+            "--drain-seconds", "3", "--envoy-log-level", "warning",
+            "--envoy-log-file", str(self.data_dir / "envoy.log"), *args,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=clean_env(env), stdout=subprocess.PIPE, stderr=self._log

@@ -169,3 +169,24 @@ def test_a_listener_port_shared_with_another_proxy_is_reported_not_ready(tmp_pat
         for ads in upstreams:
             ads.stop()
         other_backend.stop()
+
+
+def test_a_killed_agent_leaves_envoy_serving_until_the_next_agent_replaces_it(tmp_path, backend):
+    ads = FakeAds()
+    listen = free_port()
+    simple_config(ads, "v1", listen, backend.port)
+    agent = AgentProcess(tmp_path / "agent", *agent_args(ads))
+    try:
+        agent.wait_ready()
+        wait_for(lambda: answers(listen, "v1"), message=agent.log)
+        [orphan] = _envoy_pids(tmp_path / "agent")
+        agent.kill()
+        assert all(answers(listen, "v1") for _ in range(20))  # Envoy serves on
+        agent = AgentProcess(tmp_path / "agent", *agent_args(ads))
+        agent.wait_ready()
+        wait_for(lambda: orphan not in _envoy_pids(tmp_path / "agent"), message=agent.log)
+        assert len(_envoy_pids(tmp_path / "agent")) == 1
+        wait_for(lambda: answers(listen, "v1"), message=agent.log)
+    finally:
+        agent.stop()
+        ads.stop()

@@ -97,3 +97,49 @@ def test_stream_registers_the_instance_and_closing_deregisters_it_after_grace(
         for proxy in proxies:
             proxy.close()
         server.stop()
+
+
+def test_a_proxy_back_within_the_grace_period_keeps_its_endpoint(alice, worker, api_server):
+    import time
+
+    client = alice.appmesh()
+    client.create_mesh(meshName="shop")
+    client.create_virtual_node(
+        meshName="shop",
+        virtualNodeName="cart",
+        spec={"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]},
+    )
+    wait_compiled(alice.tenant, "shop")
+    grace = 3.0
+    server = XdsProcess(insecure=True, grace=grace)
+    metadata = {
+        "APPMESH_RESOURCE_ARN": ARN.format("cart"),
+        "instance_id": "task-1",
+        "address": "10.0.0.7",
+    }
+    proxy = None
+    try:
+        proxy = RawAdsClient(server.ads, "mesh/shop/virtualNode/cart", metadata, {xds.CLUSTER: []})
+        wait_for(lambda: endpoints(alice, "cart"), message=server.log)
+        proxy.close()
+        wait_for(
+            lambda: proxy_detail(alice, "shop", "virtualNode", "cart")["instances"][0][
+                "disconnectedAt"
+            ],
+            message="the close was never recorded",
+        )
+        # Back (a restarted proxy, a reconnect) before the grace period ends.
+        proxy = RawAdsClient(server.ads, "mesh/shop/virtualNode/cart", metadata, {xds.CLUSTER: []})
+        wait_for(
+            lambda: proxy_detail(alice, "shop", "virtualNode", "cart")["instances"][0]["connected"]
+        )
+        time.sleep(grace + 1.0)  # past the first stream's grace period
+        assert [(e["address"], e["source"]) for e in endpoints(alice, "cart")] == [
+            ("10.0.0.7", "registered")
+        ]
+        (instance,) = proxy_detail(alice, "shop", "virtualNode", "cart")["instances"]
+        assert instance["connected"] and len(instance["connections"]) == 2
+    finally:
+        if proxy is not None:
+            proxy.close()
+        server.stop()

@@ -342,6 +342,7 @@ class RawAdsClient:
         self.node_id = node_id
         self.subscriptions = subscriptions  # {type_url: [names]}
         self.received: list = []  # (type_url, version_info)
+        self.last: dict = {}  # type_url → the last DiscoveryResponse
         self._cond = threading.Condition()
         self._requests: queue.Queue = queue.Queue()
         self._channel = grpc.insecure_channel(ads)
@@ -378,6 +379,7 @@ class RawAdsClient:
             for response in self._call:
                 with self._cond:
                     self.received.append((response.type_url, response.version_info))
+                    self.last[response.type_url] = response
                     self._cond.notify_all()
                 self._requests.put(
                     self._pb.DiscoveryRequest(

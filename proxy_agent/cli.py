@@ -97,8 +97,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--envoy-log-file",
         default="",
-        help="Append Envoy's output to this file (default: the agent's stderr, where a "
-        "container runtime collects it).",
+        help="Append Envoy's output (its logs and access logs) to this file (default: "
+        "<data-dir>/envoy.log; '-': the agent's stderr, where a container runtime collects it).",
     )
     run.add_argument("--proxy-uid", type=int, default=1337, help="Redirect mode: Envoy's UID.")
     run.add_argument("--egress-ignored-ports", type=_ports, default=())
@@ -160,7 +160,9 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         address=args.address or ecs.get("address") or local_address(control_plane),
         drain_seconds=args.drain_seconds,
         envoy_log_level=args.envoy_log_level,
-        envoy_log_file=Path(args.envoy_log_file) if args.envoy_log_file else None,
+        envoy_log_file=None
+        if args.envoy_log_file == "-"
+        else Path(args.envoy_log_file or data_dir / "envoy.log"),
         proxy_uid=args.proxy_uid,
         egress_ignored_ports=args.egress_ignored_ports,
         egress_ignored_ips=tuple(i for i in args.egress_ignored_ips.split(",") if i),

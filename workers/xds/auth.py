@@ -15,12 +15,16 @@ certificate, so the tenant is taken from what the proxy declares: the App Mesh A
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 
 import grpc
 from asgiref.sync import sync_to_async
 from google.protobuf import json_format
+
+log = logging.getLogger(__name__)
 
 NODE_ID = re.compile(r"^mesh/(?P<mesh>[^/]+)/(?P<kind>virtualNode|virtualGateway)/(?P<name>[^/]+)$")
 ARN = re.compile(
@@ -182,8 +186,6 @@ class DynamicRoots:
         )
 
     def fetch(self):
-        import time
-
         from django.db import close_old_connections
 
         from tenants.identity.services import trust_roots_version
@@ -198,9 +200,7 @@ class DynamicRoots:
                 return None
             return self._configuration()
         except Exception:  # noqa: BLE001 - keep the last good roots
-            import logging
-
-            logging.getLogger(__name__).warning("xds: reloading trust roots failed", exc_info=True)
+            log.warning("xds: reloading trust roots failed", exc_info=True)
             return None
 
     def credentials(self) -> grpc.ServerCredentials:

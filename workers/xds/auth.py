@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import grpc
 from asgiref.sync import sync_to_async
+from envoy.config.core.v3 import base_pb2
 from google.protobuf import json_format
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Identity:
         return f"mesh/{self.mesh}/{self.kind}/{self.name}"
 
 
-def metadata_of(node) -> dict:
+def metadata_of(node: base_pb2.Node) -> dict:
     """node.metadata (a protobuf Struct) as a plain dict."""
     return json_format.MessageToDict(node.metadata) if node.HasField("metadata") else {}
 
@@ -82,7 +83,7 @@ def _tenant_by(account_or_slug: str):
     return Tenant.objects.filter(Q(account_id=account_or_slug) | Q(slug=account_or_slug)).first()
 
 
-async def authenticate_insecure(node) -> Identity:
+async def authenticate_insecure(node: base_pb2.Node) -> Identity:
     mesh, kind, name = parse_node_id(node.id)
     metadata = metadata_of(node)
     arn = str(metadata.get("APPMESH_RESOURCE_ARN") or "")
@@ -133,7 +134,7 @@ _CODES = {
 }
 
 
-async def authenticate_tls(node, auth_context: dict) -> Identity:
+async def authenticate_tls(node: base_pb2.Node, auth_context: dict) -> Identity:
     """The tenant and proxy the client certificate proves, which must be node.id's."""
     from tenants.identity.services import IdentityError
 
@@ -172,7 +173,7 @@ class DynamicRoots:
         self._version: str | None = None
         self._checked = 0.0
 
-    def _configuration(self):
+    def _configuration(self) -> grpc.ServerCertificateConfiguration:
         from tenants.identity.services import (
             server_credentials_pem,
             trust_roots_pem,
@@ -185,7 +186,7 @@ class DynamicRoots:
             [(key, chain)], root_certificates=trust_roots_pem()
         )
 
-    def fetch(self):
+    def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         from django.db import close_old_connections
 
         from tenants.identity.services import trust_roots_version

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from envoy.service.discovery.v3 import discovery_pb2
+
 from workers.compiler import xds
 from workers.xds.cache import TYPES, Entry, text_field
 from workers.xds.served import REFERRERS, Served
@@ -51,7 +53,7 @@ class DeltaStream:
             out += self._maybe_send(type_url)
         return out + self._maybe_retire()
 
-    def on_request(self, request) -> list[bytes]:
+    def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
         if type_url not in TYPES:
             return []

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import grpc
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections
+from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
 from workers.compiler.context import CONSUMERS, INTERCEPTIONS
@@ -66,7 +67,7 @@ def _peer_address(peer: str) -> str:
     return ""
 
 
-def declared_of(node, identity: auth.Identity, peer: str) -> Declared:
+def declared_of(node: base_pb2.Node, identity: auth.Identity, peer: str) -> Declared:
     """consumer, interception, instance id, address and ports from node.metadata."""
     metadata = auth.metadata_of(node)
     consumer = str(metadata.get("consumer") or "envoy")

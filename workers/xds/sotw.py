@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from envoy.service.discovery.v3 import discovery_pb2
+
 from workers.compiler import xds
 from workers.xds.cache import TYPES, Entry, text_field
 from workers.xds.served import REFERRERS, Served
@@ -67,7 +69,7 @@ class SotwStream:
             out += self._maybe_send(type_url)
         return out + self._maybe_retire()
 
-    def on_request(self, request) -> list[bytes]:
+    def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
         if type_url not in TYPES:
             return []

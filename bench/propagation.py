@@ -49,6 +49,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import grpc
+
+    from meshapi.models import Mesh
+    from tenants.models import Tenant
 
 ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: import the project as a package
@@ -178,7 +187,14 @@ class Load:
             "seconds": round(time.monotonic() - start, 2),
         }
 
-    async def _stream(self, channel, client: Client, node: dict, opening, answered) -> None:
+    async def _stream(
+        self,
+        channel: grpc.aio.Channel,
+        client: Client,
+        node: dict,
+        opening: asyncio.Semaphore,
+        answered: Callable[[], None],
+    ) -> None:
         import grpc
         from google.protobuf import struct_pb2
 
@@ -516,7 +532,7 @@ def route_spec(weight: int) -> dict:
     }
 
 
-def seed(tenant, size: int):
+def seed(tenant: Tenant, size: int) -> Mesh:
     """Mesh `prop<size>`, through the service functions the API calls."""
     from meshapi.models import Mesh
     from meshapi.services import endpoints, resources
@@ -551,7 +567,7 @@ def seed(tenant, size: int):
     return Mesh.objects.get(tenant=tenant, name=mesh)
 
 
-def expected_routes(mesh, size: int) -> dict[str, str]:
+def expected_routes(mesh: Mesh, size: int) -> dict[str, str]:
     """node id → the route version each client's proxy must end up ACKing."""
     from meshapi.models import ProxyConfig
 
@@ -566,7 +582,7 @@ def expected_routes(mesh, size: int) -> dict[str, str]:
     }
 
 
-def node_specs(tenant, mesh, size: int) -> list[dict]:
+def node_specs(tenant: Tenant, mesh: Mesh, size: int) -> list[dict]:
     out = []
     for i in range(size):
         name = client_name(i)
@@ -589,7 +605,15 @@ def node_specs(tenant, mesh, size: int) -> list[dict]:
     return out
 
 
-def measure_size(args, tenant, mesh, size: int, env: dict, load: Child, results: dict) -> None:
+def measure_size(
+    args: argparse.Namespace,
+    tenant: Tenant,
+    mesh: Mesh,
+    size: int,
+    env: dict[str, str],
+    load: Child,
+    results: dict[int, dict],
+) -> None:
     from meshapi.services import resources
     from meshapi.services.kinds import ROUTE as ROUTE_KIND
     from workers.pipeline import run_compile

@@ -281,15 +281,17 @@ class ConfigCache:
         for key in keys:
             by_mesh.setdefault((key.tenant, key.mesh), []).append(key)
         out: dict[Key, str | None] = dict.fromkeys(keys)
-        for (tenant, mesh), group in by_mesh.items():
-            rows = ProxyConfig.objects.filter(
-                tenant__account_id=tenant, mesh__name=mesh, name__in={k.name for k in group}
-            ).values_list("kind", "name", "consumer", "interception", "current__version")
-            for kind, name, consumer, interception, version in rows:
-                key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", consumer, interception)
-                if key in out:
-                    out[key] = version
-        close_old_connections()
+        try:
+            for (tenant, mesh), group in by_mesh.items():
+                rows = ProxyConfig.objects.filter(
+                    tenant__account_id=tenant, mesh__name=mesh, name__in={k.name for k in group}
+                ).values_list("kind", "name", "consumer", "interception", "current__version")
+                for kind, name, consumer, interception, version in rows:
+                    key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", consumer, interception)
+                    if key in out:
+                        out[key] = version
+        finally:
+            close_old_connections()
         return out
 
 
@@ -362,6 +364,9 @@ class CacheRefresher:
                     log.warning("xds: re-reading stored versions failed", exc_info=True)
                 self._stop.wait(RECONNECT_SECONDS)
         self.subscribed.clear()
+        from django.db import connections
+
+        connections.close_all()  # this thread's own connection
 
     def _handle(self, messages: list[dict]) -> None:
         stale: dict[Key, None] = {}

@@ -1,0 +1,115 @@
+"""The replica's cache on a real database: stored snapshots loaded in batches, every
+resource encoded once and shared by every proxy using it, and kept current by the
+publish (here the in-process pub/sub of the embedded mode)."""
+
+import asyncio
+
+import pytest
+from envoy.service.discovery.v3 import discovery_pb2
+
+from meshapi.services import proxies as store
+from tenants.services import create_tenant
+from tests.workers import meshes
+from workers.celery import app
+from workers.compiler import xds
+from workers.xds.cache import CacheRefresher, ConfigCache, Key
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def embedded(settings):
+    """Compiles in-process on every write, pub/sub in-process, as `make demo` runs."""
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    settings.REDIS_URL = ""
+    yield
+    app.conf.task_always_eager = eager
+
+
+def keys_of(tenant, mesh) -> list[Key]:
+    return [
+        Key(tenant.account_id, f"mesh/{mesh.name}/{kind}/{name}", consumer, interception)
+        for (kind, name, consumer, interception) in store.stored_configs(mesh.id)
+    ]
+
+
+def test_resources_are_encoded_once_and_shared_by_every_proxy(embedded):
+    tenant = create_tenant("acme", "alice@example.com")[0]
+    mesh = meshes.shop(tenant, eds=True)
+    keys = keys_of(tenant, mesh)
+    cache = ConfigCache()
+    entries = {e.key: e for e in cache.load_many(keys)}
+    assert len(entries) == len(keys) >= 4 and all(e.version for e in entries.values())
+
+    seen: dict[tuple, object] = {}
+    shared = 0
+    for entry in entries.values():
+        stored = store.stored_configs(mesh.id)[
+            (entry.key.kind, entry.key.name, entry.key.consumer, entry.key.interception)
+        ].current
+        assert entry.version == stored.version and entry.type_versions == stored.type_versions
+        for type_url, bucket in entry.resources.items():
+            assert {n: r.digest for n, r in bucket.items()} == stored.resources[type_url]
+            for name, resource in bucket.items():
+                ident = (type_url, name, resource.digest)
+                if ident in seen:
+                    assert seen[ident] is resource  # the same bytes, not a copy
+                    shared += 1
+                seen[ident] = resource
+    assert shared, "the sample mesh has resources used by several proxies"
+
+    # What a stream sends decodes to the stored messages.
+    entry = next(iter(entries.values()))
+    clusters = entry.of(xds.CLUSTER)
+    raw = b"".join(r.sotw for r in clusters.values())
+    response = discovery_pb2.DiscoveryResponse.FromString(raw)
+    assert [a.type_url for a in response.resources] == [xds.CLUSTER] * len(clusters)
+    # Loading again reuses what is encoded (nothing new to encode).
+    again = {e.key: e for e in cache.load_many(keys)}
+    for key, entry in entries.items():
+        for type_url, bucket in entry.resources.items():
+            for name, resource in bucket.items():
+                assert again[key].resources[type_url][name] is resource
+
+
+def _split(tenant, mesh_name: str) -> None:
+    from django.db import connections
+
+    try:
+        meshes.split(tenant, mesh_name, 50, 50)
+    finally:
+        connections.close_all()  # this worker thread's connection
+
+
+def test_a_published_version_reaches_a_watcher(embedded, monkeypatch):
+    from django.db import connections
+
+    # The cache's loading threads close their connections after each load (as serve_xds
+    # does with MESHPLANE_DB_CONN_MAX_AGE=0), so none outlives the test.
+    monkeypatch.setitem(connections.databases["default"], "CONN_MAX_AGE", 0)
+    tenant = create_tenant("acme", "alice@example.com")[0]
+    mesh = meshes.shop(tenant, eds=True)
+    frontend = Key(tenant.account_id, f"mesh/{mesh.name}/virtualNode/frontend", "envoy", "redirect")
+
+    async def scenario():
+        cache = ConfigCache()
+        updates: asyncio.Queue = asyncio.Queue()
+        first = await cache.watch(frontend, updates.put_nowait)
+        refresher = CacheRefresher(cache, poll_seconds=3600)
+        refresher.start()
+        try:
+            await asyncio.to_thread(refresher.subscribed.wait, 10)
+            await asyncio.to_thread(_split, tenant, mesh.name)
+            update = first  # the watch itself tells the watcher what it loaded
+            while update.version == first.version:
+                update = await asyncio.wait_for(updates.get(), timeout=20)
+        finally:
+            await asyncio.to_thread(refresher.stop)
+        return first, update
+
+    first, update = asyncio.run(scenario())
+    stored = store.stored_configs(mesh.id)[("virtualNode", "frontend", "envoy", "redirect")]
+    assert update.version == stored.current.version != first.version
+    assert update.type_versions[xds.ROUTE] != first.type_versions[xds.ROUTE]
+    assert update.type_versions[xds.CLUSTER] == first.type_versions[xds.CLUSTER]

@@ -18,7 +18,8 @@ One run, three processes besides this one, all on loopback:
   ARN in node.metadata: mTLS for 1,000 clients would put 1,000 handshakes and certificates
   into the setup, not into the push path measured here);
 * a load process (`--load`) holding N delta-xDS streams (`DeltaAggregatedResources`, one
-  grpc.aio channel per 100 streams, every stream a distinct node id, wildcard subscriptions
+  grpc.aio channel per 100 streams, or per `--streams-per-channel` streams: 1 gives every
+  proxy its own connection, as deployed; every stream a distinct node id, wildcard subscriptions
   to CDS/EDS/LDS/RDS) that ACKs every response and records when it ACKed each route version;
 * a bare fan-out server (`--bare`): grpc.aio with the same method and the same request
   parsing, which on command writes the route response serve_xds last sent (the same bytes,
@@ -148,12 +149,12 @@ class Load:
         self.waiter: tuple[dict[str, str], set[str], list[float], asyncio.Event] | None = None
         self.answered = 0
 
-    async def connect(self, target: str, nodes: list[dict], limit: float) -> dict:
+    async def connect(self, target: str, nodes: list[dict], limit: float, per_channel: int) -> dict:
         import grpc
 
         await self.close()  # whatever a failed phase left behind
         start = time.monotonic()
-        count = (len(nodes) + STREAMS_PER_CHANNEL - 1) // STREAMS_PER_CHANNEL
+        count = (len(nodes) + per_channel - 1) // per_channel
         # A local subchannel pool: each channel is its own HTTP/2 connection.
         options = [("grpc.use_local_subchannel_pool", 1), ("grpc.enable_http_proxy", 0)]
         self.channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(count)]
@@ -170,7 +171,7 @@ class Load:
         for i, node in enumerate(nodes):
             client = Client(node["id"])
             self.clients[client.node_id] = client
-            channel = self.channels[i // STREAMS_PER_CHANNEL]
+            channel = self.channels[i // per_channel]
             self.tasks.append(
                 asyncio.create_task(self._stream(channel, client, node, opening, answered))
             )
@@ -325,7 +326,9 @@ async def run_load(deadline: float) -> None:
     async def handle(command: dict) -> dict:
         cmd = command["cmd"]
         if cmd == "connect":
-            return await load.connect(command["target"], command["nodes"], command["limit"])
+            return await load.connect(
+                command["target"], command["nodes"], command["limit"], command["per_channel"]
+            )
         if cmd == "wait":
             return await load.wait(command["versions"], command["limit"])
         if cmd == "sample":
@@ -629,7 +632,13 @@ def measure_size(
         time.sleep(2.0)  # settle: the refresher subscribes, imports finish
         rss_idle = rss_bytes(replica.proc.pid)
         answer = load.ask(
-            {"cmd": "connect", "target": replica.target, "nodes": nodes, "limit": connect_limit},
+            {
+                "cmd": "connect",
+                "target": replica.target,
+                "nodes": nodes,
+                "limit": connect_limit,
+                "per_channel": args.streams_per_channel,
+            },
             connect_limit + 30,
         )
         row["connect_s"] = answer["seconds"]
@@ -728,7 +737,13 @@ def measure_size(
         bare_idle = rss_bytes(bare.proc.pid)
         payload = bare.ask({"cmd": "payload", "b64": sample}, 30)["bytes"]
         answer = load.ask(
-            {"cmd": "connect", "target": bare_target, "nodes": nodes, "limit": connect_limit},
+            {
+                "cmd": "connect",
+                "target": bare_target,
+                "nodes": nodes,
+                "limit": connect_limit,
+                "per_channel": args.streams_per_channel,
+            },
             connect_limit + 30,
         )
         first = load.ask(
@@ -833,6 +848,12 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--changes", type=int, default=20, help="UpdateRoutes per size")
+    parser.add_argument(
+        "--streams-per-channel",
+        type=int,
+        default=STREAMS_PER_CHANNEL,
+        help="streams sharing one HTTP/2 connection (1: a connection per proxy, as deployed)",
+    )
     parser.add_argument("--change-limit", type=float, default=60.0, help="s for one change")
     parser.add_argument("--phase-limit", type=float, default=600.0, help="s for one size")
     args = parser.parse_args(argv)

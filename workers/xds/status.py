@@ -27,7 +27,7 @@ from workers.xds.auth import Identity
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 0.1
+FLUSH_SECONDS = 0.25  # gather an ACK burst into one write
 
 
 @dataclass
@@ -203,31 +203,40 @@ def deregister_if_gone(
             pass  # the node or mesh is gone, and its endpoints with it
 
 
-STATUS_CHUNK = 500  # instances per UPDATE statement
-
-
 def write_status(items: list[tuple[int, str, dict, dict | None]]) -> None:
-    """One UPDATE per chunk of instances (an ACK burst after a push to 1,000 proxies is
-    two statements), each row only while the reporting stream still owns it."""
-    from django.db.models import Case, F, JSONField, Q, Value, When
+    """One parameterized UPDATE, executed for every instance in one batch (psycopg sends
+    them pipelined): an ACK burst after a push to 1,000 proxies costs little Python and
+    one round trip's worth of waiting. Each row only while the reporting stream still
+    owns it. (Building one ORM `Case(When…)` per 500 rows cost more CPU than the push.)"""
+    import json
+
+    from django.db import connection
 
     from meshapi.models import ProxyInstance
 
     close_old_connections()
     now = timezone.now()
-    for start in range(0, len(items), STATUS_CHUNK):
-        chunk = items[start : start + STATUS_CHUNK]
-        owned = Q()
-        acked, nacks = [], []
-        for instance_pk, stream, acks, last_nack in chunk:
-            owned |= Q(pk=instance_pk, stream=stream)
-            acked.append(When(pk=instance_pk, then=Value(acks, output_field=JSONField())))
-            if last_nack is not None:
-                nacks.append(When(pk=instance_pk, then=Value(last_nack, output_field=JSONField())))
-        fields = {"acked": Case(*acked, default=F("acked")), "updated_at": now}
-        if nacks:
-            fields["last_nack"] = Case(*nacks, default=F("last_nack"))
-        ProxyInstance.objects.filter(owned).update(**fields)
+    table = connection.ops.quote_name(ProxyInstance._meta.db_table)
+    cast = "::jsonb" if connection.vendor == "postgresql" else ""
+    acks_only, with_nack = [], []
+    for instance_pk, stream, acks, last_nack in items:
+        if last_nack is None:
+            acks_only.append((json.dumps(acks), now, instance_pk, stream))
+        else:
+            with_nack.append((json.dumps(acks), json.dumps(last_nack), now, instance_pk, stream))
+    with connection.cursor() as cursor:
+        if acks_only:
+            cursor.executemany(
+                f"UPDATE {table} SET acked = %s{cast}, updated_at = %s "
+                "WHERE id = %s AND stream = %s",
+                acks_only,
+            )
+        if with_nack:
+            cursor.executemany(
+                f"UPDATE {table} SET acked = %s{cast}, last_nack = %s{cast}, updated_at = %s "
+                "WHERE id = %s AND stream = %s",
+                with_nack,
+            )
 
 
 # ------------------------------------------------------------------ the recorder (loop)

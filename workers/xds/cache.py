@@ -24,12 +24,9 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 from workers.compiler import xds
-
-if TYPE_CHECKING:
-    from meshapi.models import ProxyConfig
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +116,16 @@ class Entry:
 Watcher = Callable[[Entry], None]
 
 
+class Stored(NamedTuple):
+    """A variant's current stored version, as read for the cache."""
+
+    mesh_id: int
+    seq: int
+    version: str
+    type_versions: dict
+    manifest: dict  # {type_url: {name: digest}}
+
+
 class ConfigCache:
     """Entries of watched variants. Lives on one event loop; `load` runs in threads."""
 
@@ -202,25 +209,28 @@ class ConfigCache:
             out: list[Entry] = []
             for (tenant, mesh), group in by_mesh.items():
                 wanted = set(group)
-                rows = (
-                    ProxyConfig.objects.filter(
-                        tenant__account_id=tenant,
-                        mesh__name=mesh,
-                        name__in={k.name for k in group},
-                    )
-                    .select_related("current")
-                    .defer("current__warnings", "current__metadata")
+                # Plain tuples, not models: this runs for every proxy a change reaches.
+                rows = ProxyConfig.objects.filter(
+                    tenant__account_id=tenant,
+                    mesh__name=mesh,
+                    name__in={k.name for k in group},
+                    current__isnull=False,
+                ).values_list(
+                    "kind",
+                    "name",
+                    "consumer",
+                    "interception",
+                    "mesh_id",
+                    "current_id",
+                    "current__version",
+                    "current__type_versions",
+                    "current__resources",
                 )
-                found: dict[Key, ProxyConfig] = {}
-                for row in rows:
-                    key = Key(
-                        tenant,
-                        f"mesh/{mesh}/{row.kind}/{row.name}",
-                        row.consumer,
-                        row.interception,
-                    )
-                    if key in wanted and row.current is not None:
-                        found[key] = row
+                found: dict[Key, Stored] = {}
+                for kind, name, consumer, interception, *stored in rows:
+                    key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", consumer, interception)
+                    if key in wanted:
+                        found[key] = Stored(*stored)
                 out.extend(Entry(key, None, 0) for key in group if key not in found)
                 if found:
                     out.extend(self._entries(found))
@@ -228,7 +238,7 @@ class ConfigCache:
         finally:
             close_old_connections()
 
-    def _entries(self, rows: dict[Key, ProxyConfig]) -> list[Entry]:
+    def _entries(self, rows: dict[Key, Stored]) -> list[Entry]:
         """Entries for stored variants of one mesh, encoding each missing resource once."""
         from meshapi.models import ConfigResource
 
@@ -238,7 +248,7 @@ class ConfigCache:
         with self._encoded_lock:
             for key, row in rows.items():
                 buckets = resources[key] = {}
-                for type_url, names in row.current.resources.items():
+                for type_url, names in row.manifest.items():
                     bucket = buckets.setdefault(type_url, {})
                     for name, digest in names.items():
                         known = self._encoded.get((mesh_id, type_url, digest, name))
@@ -260,13 +270,7 @@ class ConfigCache:
                             self._encoded[ident] = resource
                         resources[key][type_url][name] = resource
         return [
-            Entry(
-                key,
-                row.current.version,
-                row.current.pk,
-                dict(row.current.type_versions),
-                resources[key],
-            )
+            Entry(key, row.version, row.seq, dict(row.type_versions), resources[key])
             for key, row in rows.items()
         ]
 

@@ -186,14 +186,13 @@ class XdsServer:
 
     # -------------------------------------------------------------- streams
 
-    # grpc.aio tells streaming handlers by their being async generator functions.
-    async def stream_sotw(self, request_iterator, context):
-        async for response in self._stream(request_iterator, context, "sotw"):
-            yield response
+    # Coroutine handlers that write with context.write: no async generator layers
+    # between a prepared response and the wire.
+    async def stream_sotw(self, request_iterator, context) -> None:
+        await self._stream(request_iterator, context, "sotw")
 
-    async def stream_delta(self, request_iterator, context):
-        async for response in self._stream(request_iterator, context, "delta"):
-            yield response
+    async def stream_delta(self, request_iterator, context) -> None:
+        await self._stream(request_iterator, context, "delta")
 
     async def _open(self, first, context) -> Session:
         node = first.node
@@ -212,7 +211,7 @@ class XdsServer:
         key = Key(identity.account_id, identity.node_id, declared.consumer, declared.interception)
         return Session(identity, declared, key, uuid.uuid4().hex)
 
-    async def _stream(self, request_iterator, context, protocol: str):
+    async def _stream(self, request_iterator, context, protocol: str) -> None:
         iterator = request_iterator.__aiter__()
         try:
             first = await iterator.__anext__()
@@ -261,9 +260,9 @@ class XdsServer:
             entry = await self.cache.watch(session.key, on_entry)
             if entry is not None:
                 for response in handler.on_entry(entry):
-                    yield response
+                    await context.write(response)
             for response in handler.on_request(first):
-                yield response
+                await context.write(response)
             reader = asyncio.create_task(read())
             # Its error (the client went away) is the stream's end, not worth a log line.
             reader.add_done_callback(lambda task: task.cancelled() or task.exception())
@@ -275,7 +274,7 @@ class XdsServer:
                     handler.on_request(item) if kind == "request" else handler.on_entry(item)
                 )
                 for response in responses:
-                    yield response
+                    await context.write(response)
         finally:
             if reader is not None:
                 reader.cancel()

@@ -13,7 +13,7 @@
   revisions in between (tests/workers/test_pipeline_incremental.py checks incremental =
   full on random meshes and change sequences).
 - **Variants**: (envoy, redirect) for every node and gateway, plus every (consumer,
-  interception) that was asked for and whose proxy still exists.
+  interception, ports) that was asked for and whose proxy still exists.
 - **Store** only versions that changed (meshapi.services.proxies.store), record the
   revision with compare-and-set, and publish (tenant, proxy, version) after commit.
 """
@@ -41,8 +41,10 @@ from workers.compiler import (
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str, str, str]  # (kind, name, consumer, interception)
-DEFAULT_VARIANT = ("envoy", "redirect")
+# (kind, name, consumer, interception, app_port, ingress_port, egress_port); the ports are
+# those an explicit-mode proxy declared, 0 for the default (always 0 when redirected).
+Key = tuple[str, str, str, str, int, int, int]
+DEFAULT_VARIANT = ("envoy", "redirect", 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,24 @@ def compile_variants(
     return out, failed
 
 
+def proxy_request(key: Key) -> ProxyRequest:
+    """The compiler's request for a stored variant: declared ports replace the defaults
+    (0 keeps the default: the node's listener port, ingress 15000, egress 15001)."""
+    kind, name, consumer, interception, app_port, ingress_port, egress_port = key
+    request = ProxyRequest(kind, name, consumer, interception)
+    if interception != "explicit":
+        return request
+    return ProxyRequest(
+        kind,
+        name,
+        consumer,
+        interception,
+        app_port=app_port or request.app_port,
+        ingress_port=ingress_port or request.ingress_port,
+        egress_port=egress_port or request.egress_port,
+    )
+
+
 def _compile_each(
     ctx: MeshContext,
     keys: list[Key],
@@ -153,9 +173,9 @@ def _compile_each(
     failed: list[Key],
 ) -> None:
     for key in keys:
-        kind, name, consumer, interception = key
+        kind, name = key[:2]
         try:
-            snapshot = compile_proxy(ctx, ProxyRequest(kind, name, consumer, interception)).check()
+            snapshot = compile_proxy(ctx, proxy_request(key)).check()
         except (InconsistentSnapshot, ValueError):
             log.exception(
                 "mesh %s: compiling %s failed; its last configuration stays", ctx.mesh_name, key

@@ -7,9 +7,11 @@ in-process subscribers when there is no REDIS_URL (the embedded mode). A message
      "proxy": "mesh/shop/virtualNode/cart", "consumer": "envoy", "interception": "redirect",
      "version": "…" | null, "revision": 7}
 
-(`version` null: the proxy no longer exists). Pub/sub is fire-and-forget: a replica that
-was away re-reads stored versions when it resubscribes and polls slowly as a fallback, so
-a failed publish is logged, never raised (the configuration is already stored).
+(`version` null: the proxy no longer exists), plus "appPort", "ingressPort", "egressPort"
+for an explicit-mode variant with declared ports (absent = 0, the defaults). Pub/sub is
+fire-and-forget: a replica that was away re-reads stored versions when it resubscribes and
+polls slowly as a fallback, so a failed publish is logged, never raised (the configuration
+is already stored).
 """
 
 import json

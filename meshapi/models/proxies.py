@@ -1,7 +1,7 @@
 """What the compiler stored: per proxy variant, its current configuration and a bounded
 history of earlier versions; the resources themselves once per mesh, by content hash.
 
-- `ProxyConfig`: one per (mesh, proxy kind + name, consumer, interception). Exists for
+- `ProxyConfig`: one per (mesh, proxy kind + name, consumer, interception, ports). Exists for
   the default variant of every node and gateway once compiled, and for any other variant
   an agent or a user asked for (it is then kept compiled too).
 - `ProxyVersion`: one per version a proxy had (the newest is `ProxyConfig.current`): the
@@ -32,6 +32,13 @@ class ProxyConfig(models.Model):
     name = models.CharField(max_length=255)
     consumer = models.CharField(max_length=16, default="envoy")
     interception = models.CharField(max_length=16, default="redirect")
+    # Explicit interception: the ports the proxy declared (node.metadata app_port,
+    # ingress_port, egress_port), part of the variant so that two proxies of one node on
+    # one host get configurations listening on their own ports. 0 = the default
+    # (redirect variants always 0).
+    app_port = models.PositiveIntegerField(default=0)
+    ingress_port = models.PositiveIntegerField(default=0)
+    egress_port = models.PositiveIntegerField(default=0)
     # None until the first compile of a variant that was asked for.
     current = models.ForeignKey(
         "meshapi.ProxyVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -47,11 +54,28 @@ class ProxyConfig(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["mesh", "kind", "name", "consumer", "interception"],
+                fields=[
+                    "mesh",
+                    "kind",
+                    "name",
+                    "consumer",
+                    "interception",
+                    "app_port",
+                    "ingress_port",
+                    "egress_port",
+                ],
                 name="uniq_proxy_config",
             )
         ]
-        ordering = ["kind", "name", "consumer", "interception"]
+        ordering = [
+            "kind",
+            "name",
+            "consumer",
+            "interception",
+            "app_port",
+            "ingress_port",
+            "egress_port",
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name} ({self.consumer}, {self.interception})"

@@ -92,12 +92,25 @@ def stored_configs(mesh_id: int) -> dict["Key", ProxyConfig]:
         .select_related("current")
         .defer("current__resources", "current__type_versions")
     )
-    return {(r.kind, r.name, r.consumer, r.interception): r for r in rows}
+    return {variant_key(r): r for r in rows}
+
+
+def variant_key(row: ProxyConfig) -> "Key":
+    """A stored variant's key as the pipeline uses it."""
+    return (
+        row.kind,
+        row.name,
+        row.consumer,
+        row.interception,
+        row.app_port,
+        row.ingress_port,
+        row.egress_port,
+    )
 
 
 def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:
-    kind, name, consumer, interception = key
-    return {
+    kind, name, consumer, interception, app_port, ingress_port, egress_port = key
+    message = {
         "tenant": loaded.account_id,
         "mesh": loaded.name,
         "meshUid": loaded.uid,
@@ -107,6 +120,9 @@ def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:
         "version": version,
         "revision": loaded.revision,
     }
+    if app_port or ingress_port or egress_port:  # an explicit-mode proxy's declared ports
+        message.update(appPort=app_port, ingressPort=ingress_port, egressPort=egress_port)
+    return message
 
 
 def store(
@@ -127,7 +143,7 @@ def store(
         row = configs.get(key)
         dep_list = sorted(deps)
         if row is None:
-            kind, name, consumer, interception = key
+            kind, name, consumer, interception, app_port, ingress_port, egress_port = key
             row = ProxyConfig(
                 tenant_id=loaded.tenant_id,
                 mesh_id=loaded.mesh_id,
@@ -135,6 +151,9 @@ def store(
                 name=name,
                 consumer=consumer,
                 interception=interception,
+                app_port=app_port,
+                ingress_port=ingress_port,
+                egress_port=egress_port,
                 requires=dep_list,
             )
             configs[key] = row
@@ -321,6 +340,7 @@ def current_configs(
     """The stored variant of each proxy (a gateway's consumer is always envoy)."""
     rows = (
         ProxyConfig.objects.filter(mesh=mesh, interception=interception)
+        .filter(app_port=0, ingress_port=0, egress_port=0)  # the default ports
         .filter(
             Q(kind=ProxyKind.VIRTUAL_NODE, consumer=consumer)
             | Q(kind=ProxyKind.VIRTUAL_GATEWAY, consumer="envoy")
@@ -341,18 +361,30 @@ def variants_of(ref: ProxyRef) -> list[ProxyConfig]:
     )
 
 
-def variant(ref: ProxyRef, consumer: str, interception: str) -> ProxyConfig | None:
+def variant(
+    ref: ProxyRef, consumer: str, interception: str, ports: tuple[int, int, int] = (0, 0, 0)
+) -> ProxyConfig | None:
+    """A stored variant; `ports` (app, ingress, egress) as an explicit-mode proxy declared
+    them, (0, 0, 0) for the defaults."""
+    app_port, ingress_port, egress_port = ports
     return (
         ProxyConfig.objects.filter(mesh=ref.mesh, kind=ref.kind, name=ref.name)
         .filter(consumer=consumer, interception=interception)
+        .filter(app_port=app_port, ingress_port=ingress_port, egress_port=egress_port)
         .select_related("current")
         .first()
     )
 
 
-def request_variant(ref: ProxyRef, consumer: str, interception: str) -> bool:
+def request_variant(
+    ref: ProxyRef, consumer: str, interception: str, ports: tuple[int, int, int] = (0, 0, 0)
+) -> bool:
     """Ask for a variant to be kept compiled from now on (the next compile of the mesh
-    stores it). True if this is the first time it is asked for."""
+    stores it). `ports` (app, ingress, egress) only count in explicit mode: a redirected
+    proxy always listens on the defaults. True if this is the first time it is asked for."""
+    if interception != "explicit":
+        ports = (0, 0, 0)
+    app_port, ingress_port, egress_port = ports
     try:
         with transaction.atomic():
             _, created = ProxyConfig.objects.get_or_create(
@@ -361,6 +393,9 @@ def request_variant(ref: ProxyRef, consumer: str, interception: str) -> bool:
                 name=ref.name,
                 consumer=consumer,
                 interception=interception,
+                app_port=app_port,
+                ingress_port=ingress_port,
+                egress_port=egress_port,
                 defaults={"tenant_id": ref.mesh.tenant_id},
             )
     except IntegrityError:  # asked for at the same moment by someone else

@@ -24,9 +24,9 @@ from workers.tasks.reconcile import reconcile_meshes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-FRONTEND = ("virtualNode", "frontend", "envoy", "redirect")
-CATALOG_V1 = ("virtualNode", "catalog-v1", "envoy", "redirect")
-GATEWAY = ("virtualGateway", "shop-gateway", "envoy", "redirect")
+FRONTEND = ("virtualNode", "frontend", "envoy", "redirect", 0, 0, 0)
+CATALOG_V1 = ("virtualNode", "catalog-v1", "envoy", "redirect", 0, 0, 0)
+GATEWAY = ("virtualGateway", "shop-gateway", "envoy", "redirect", 0, 0, 0)
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_writes_compile_after_commit_and_unchanged_input_stores_and_publishes_no
     assert set(before) == {
         FRONTEND,
         CATALOG_V1,
-        ("virtualNode", "catalog-v2", "envoy", "redirect"),
+        ("virtualNode", "catalog-v2", "envoy", "redirect", 0, 0, 0),
         GATEWAY,
     }
     stored = ProxyVersion.objects.count()
@@ -229,11 +229,11 @@ def test_a_variant_asked_for_is_compiled_and_kept_compiled(tenant, embedded):
     assert store.request_variant(ref, "grpc", "explicit")
     assert not store.request_variant(ref, "grpc", "explicit")
     result = run_compile(mesh.id)
-    grpc = ("virtualNode", "frontend", "grpc", "explicit")
+    grpc = ("virtualNode", "frontend", "grpc", "explicit", 0, 0, 0)
     assert result.compiled == [grpc] and not result.full
     first = versions(mesh)[grpc]
     ctx = loader.load(mesh.id).ctx
-    assert first == compile_proxy(ctx, ProxyRequest(*grpc)).version
+    assert first == compile_proxy(ctx, ProxyRequest(*grpc[:4])).version
     meshes.split(tenant, "shop", 70, 30)
     assert versions(mesh)[grpc] != first
 
@@ -274,7 +274,7 @@ def test_an_older_compile_never_overwrites_a_newer_one(tenant, embedded):
     # The slow compile finishes now, with snapshots of what it read.
     snapshots = {
         FRONTEND: (
-            compile_proxy(stale.ctx, ProxyRequest(*FRONTEND)),
+            compile_proxy(stale.ctx, ProxyRequest(*FRONTEND[:4])),
             frozenset({"mesh shop"}),
         )
     }
@@ -351,7 +351,7 @@ def test_concurrent_compiles_of_one_mesh_never_regress(tenant):
         mesh.refresh_from_db()
         assert mesh.compiled_revision == mesh.revision
         ctx = loader.load(mesh.id).ctx
-        assert versions(mesh)[FRONTEND] == compile_proxy(ctx, ProxyRequest(*FRONTEND)).version
+        assert versions(mesh)[FRONTEND] == compile_proxy(ctx, ProxyRequest(*FRONTEND[:4])).version
     finally:
         app.conf.task_always_eager = eager
 
@@ -400,4 +400,4 @@ def test_a_snapshot_failing_its_consistency_check_keeps_the_last_configuration(
     assert versions(mesh) == before
     mesh.refresh_from_db()
     assert mesh.compiled_revision == mesh.revision
-    assert "compiling ('virtualNode', 'frontend', 'envoy', 'redirect') failed" in caplog.text
+    assert f"compiling {FRONTEND} failed" in caplog.text

@@ -7,11 +7,16 @@ from hypothesis import strategies as st
 
 from tests.compiler.test_properties import build, mesh, mesh_and_change
 from workers import loader
-from workers.compiler import ProxyRequest, compile_proxy, requires
-from workers.pipeline import Stored, dep_keys, select_targets, wanted_variants
+from workers.compiler import compile_proxy, requires
+from workers.pipeline import Stored, dep_keys, proxy_request, select_targets, wanted_variants
 
 FAST = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-EXTRA = [("grpc", "redirect"), ("envoy", "explicit")]
+# Asked-for variants: (consumer, interception, app_port, ingress_port, egress_port).
+EXTRA = [
+    ("grpc", "redirect", 0, 0, 0),
+    ("envoy", "explicit", 0, 0, 0),
+    ("envoy", "explicit", 0, 16000, 16100),
+]
 
 
 def _fingerprint(data: dict) -> dict:
@@ -22,7 +27,7 @@ def _fingerprint(data: dict) -> dict:
 
 def _compile_all(data: dict, keys) -> dict:
     ctx = build(data)
-    return {key: compile_proxy(ctx, ProxyRequest(*key)).version for key in keys}
+    return {key: compile_proxy(ctx, proxy_request(key)).version for key in keys}
 
 
 def _stored_after_full(data: dict) -> tuple[dict, dict]:
@@ -30,7 +35,7 @@ def _stored_after_full(data: dict) -> tuple[dict, dict]:
     including asked-for variants of every node."""
     ctx = build(data)
     keys = wanted_variants(ctx, [])
-    keys |= {(k, n, c, i) for k, n, *_ in list(keys) if k == "virtualNode" for c, i in EXTRA}
+    keys |= {(k, n, *extra) for k, n, *_ in list(keys) if k == "virtualNode" for extra in EXTRA}
     versions = _compile_all(data, keys)
     stored = {key: Stored(dep_keys(requires(ctx, key[:2])), True) for key in keys}
     return versions, stored

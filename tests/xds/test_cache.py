@@ -29,8 +29,8 @@ def embedded(settings):
 
 def keys_of(tenant, mesh) -> list[Key]:
     return [
-        Key(tenant.account_id, f"mesh/{mesh.name}/{kind}/{name}", consumer, interception)
-        for (kind, name, consumer, interception) in store.stored_configs(mesh.id)
+        Key(tenant.account_id, f"mesh/{mesh.name}/{kind}/{name}", *variant)
+        for (kind, name, *variant) in store.stored_configs(mesh.id)
     ]
 
 
@@ -46,7 +46,15 @@ def test_resources_are_encoded_once_and_shared_by_every_proxy(embedded):
     shared = 0
     for entry in entries.values():
         stored = store.stored_configs(mesh.id)[
-            (entry.key.kind, entry.key.name, entry.key.consumer, entry.key.interception)
+            (
+                entry.key.kind,
+                entry.key.name,
+                entry.key.consumer,
+                entry.key.interception,
+                entry.key.app_port,
+                entry.key.ingress_port,
+                entry.key.egress_port,
+            )
         ].current
         assert entry.version == stored.version and entry.type_versions == stored.type_versions
         for type_url, bucket in entry.resources.items():
@@ -109,7 +117,9 @@ def test_a_published_version_reaches_a_watcher(embedded, monkeypatch):
         return first, update
 
     first, update = asyncio.run(scenario())
-    stored = store.stored_configs(mesh.id)[("virtualNode", "frontend", "envoy", "redirect")]
+    stored = store.stored_configs(mesh.id)[
+        ("virtualNode", "frontend", "envoy", "redirect", 0, 0, 0)
+    ]
     assert update.version == stored.current.version != first.version
     assert update.type_versions[xds.ROUTE] != first.type_versions[xds.ROUTE]
     assert update.type_versions[xds.CLUSTER] == first.type_versions[xds.CLUSTER]

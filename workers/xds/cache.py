@@ -1,11 +1,12 @@
 """The replica's in-memory configuration cache: stored snapshots, serialized once.
 
-A proxy variant is keyed by (tenant account id, node id, consumer, interception), as the
-compile pipeline publishes it. The cache holds the variants some stream on this replica
-watches: their current version and, per type, {name: Resource}. A `Resource` carries the
-bytes a response needs, encoded once when first read from the database and shared by
-every variant and stream using the same stored message (a cluster used by 500 proxies is
-held and encoded once per replica), so a push only concatenates prepared bytes.
+A proxy variant is keyed by (tenant account id, node id, consumer, interception, and the
+ports an explicit-mode proxy declared), as the compile pipeline publishes it. The cache
+holds the variants some stream on this replica watches: their current version and, per
+type, {name: Resource}. A `Resource` carries the bytes a response needs, encoded once when
+first read from the database and shared by every variant and stream using the same stored
+message (a cluster used by 500 proxies is held and encoded once per replica), so a push
+only concatenates prepared bytes.
 
 Freshness (`CacheRefresher`): a thread subscribed to the Redis channel reloads a watched
 variant when a new version of it is published; on start and after every reconnect it
@@ -84,6 +85,10 @@ class Key:
     node_id: str  # mesh/<mesh>/<kind>/<name>
     consumer: str
     interception: str
+    # Declared by an explicit-mode proxy; 0 = the default (always 0 when redirected).
+    app_port: int = 0
+    ingress_port: int = 0
+    egress_port: int = 0
 
     @property
     def mesh(self) -> str:
@@ -220,6 +225,9 @@ class ConfigCache:
                     "name",
                     "consumer",
                     "interception",
+                    "app_port",
+                    "ingress_port",
+                    "egress_port",
                     "mesh_id",
                     "current_id",
                     "current__version",
@@ -227,8 +235,9 @@ class ConfigCache:
                     "current__resources",
                 )
                 found: dict[Key, Stored] = {}
-                for kind, name, consumer, interception, *stored in rows:
-                    key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", consumer, interception)
+                for kind, name, *variant, mesh_id, seq, version, versions, manifest in rows:
+                    key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", *variant)
+                    stored = (mesh_id, seq, version, versions, manifest)
                     if key in wanted:
                         found[key] = Stored(*stored)
                 out.extend(Entry(key, None, 0) for key in group if key not in found)
@@ -289,9 +298,18 @@ class ConfigCache:
             for (tenant, mesh), group in by_mesh.items():
                 rows = ProxyConfig.objects.filter(
                     tenant__account_id=tenant, mesh__name=mesh, name__in={k.name for k in group}
-                ).values_list("kind", "name", "consumer", "interception", "current__version")
-                for kind, name, consumer, interception, version in rows:
-                    key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", consumer, interception)
+                ).values_list(
+                    "kind",
+                    "name",
+                    "consumer",
+                    "interception",
+                    "app_port",
+                    "ingress_port",
+                    "egress_port",
+                    "current__version",
+                )
+                for kind, name, *variant, version in rows:
+                    key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", *variant)
                     if key in out:
                         out[key] = version
         finally:
@@ -380,6 +398,9 @@ class CacheRefresher:
                 str(message.get("proxy")),
                 str(message.get("consumer")),
                 str(message.get("interception")),
+                int(message.get("appPort") or 0),
+                int(message.get("ingressPort") or 0),
+                int(message.get("egressPort") or 0),
             )
             if key not in self.cache.watchers:
                 continue

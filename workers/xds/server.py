@@ -100,12 +100,46 @@ def declared_of(node: base_pb2.Node, identity: auth.Identity, peer: str) -> Decl
             ) from exc
     instance_id = str(metadata.get("instance_id") or metadata.get("instanceId") or "")
     instance_id = instance_id or f"{address or 'unknown'}/{node.id}"
+    variant_ports = (0, 0, 0)
+    if interception == "explicit":
+        variant_ports = (
+            _port(metadata, "app_port"),
+            _port(metadata, "ingress_port"),
+            _port(metadata, "egress_port"),
+        )
     return Declared(
-        consumer, interception, instance_id[:255], address, _ports(metadata.get("ports"))
+        consumer,
+        interception,
+        instance_id[:255],
+        address,
+        _ports(metadata.get("ports")),
+        variant_ports,
     )
 
 
-def ensure_variant(identity: auth.Identity, consumer: str, interception: str) -> None:
+def _port(metadata: dict, field: str) -> int:
+    """An explicit-mode port from node.metadata: absent = 0 (the default)."""
+    value = metadata.get(field)
+    if value in (None, "", 0):
+        return 0
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        port = -1
+    if not 1 <= port <= 65535 or (isinstance(value, float) and value != port):
+        raise auth.Refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"node.metadata.{field} must be a port number (1-65535), not {value!r}.",
+        )
+    return port
+
+
+def ensure_variant(
+    identity: auth.Identity,
+    consumer: str,
+    interception: str,
+    ports: tuple[int, int, int] = (0, 0, 0),
+) -> None:
     """The proxy must exist; a variant nobody asked for before is queued for compiling."""
     from meshapi.services import proxies
     from tenants.models import Tenant
@@ -116,7 +150,7 @@ def ensure_variant(identity: auth.Identity, consumer: str, interception: str) ->
         ref = proxies.find_proxy(tenant, identity.mesh, identity.kind, identity.name)
     except proxies.ProxyNotFound as exc:
         raise auth.Refused(grpc.StatusCode.NOT_FOUND, str(exc)) from exc
-    if proxies.request_variant(ref, consumer, interception):
+    if proxies.request_variant(ref, consumer, interception, ports):
         from workers.tasks.compile import enqueue_compile
 
         enqueue_compile(ref.mesh.id)
@@ -206,9 +240,15 @@ class XdsServer:
             identity = await auth.authenticate_tls(node, context.auth_context())
         declared = declared_of(node, identity, context.peer())
         await sync_to_async(ensure_variant, thread_sensitive=False)(
-            identity, declared.consumer, declared.interception
+            identity, declared.consumer, declared.interception, declared.variant_ports
         )
-        key = Key(identity.account_id, identity.node_id, declared.consumer, declared.interception)
+        key = Key(
+            identity.account_id,
+            identity.node_id,
+            declared.consumer,
+            declared.interception,
+            *declared.variant_ports,
+        )
         return Session(identity, declared, key, uuid.uuid4().hex)
 
     async def _stream(self, request_iterator, context, protocol: str) -> None:

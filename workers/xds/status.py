@@ -39,6 +39,9 @@ class Declared:
     instance_id: str
     address: str
     ports: list[int]
+    # (app, ingress, egress) an explicit-mode proxy declared, 0 = default; (0, 0, 0) when
+    # redirected. Part of the variant it is served.
+    variant_ports: tuple[int, int, int] = (0, 0, 0)
 
 
 @dataclass

@@ -104,23 +104,6 @@ def loadavg() -> str:
 # ------------------------------------------------------------------ protobuf bytes
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def text_field(number: int, value: str) -> bytes:
-    data = value.encode()
-    return _varint((number << 3) | 2) + _varint(len(data)) + data
-
-
 # ================================================================== load process
 
 
@@ -352,12 +335,14 @@ async def run_bare(deadline: float) -> None:
     import grpc
     from envoy.service.discovery.v3 import discovery_pb2
 
+    from workers.xds.cache import field_bytes
+
     streams: set[asyncio.Queue] = set()
     payload = b""
 
     def stamped(version: str) -> bytes:
         # The last occurrence of a scalar field wins: same bytes, a new version and nonce.
-        return payload + text_field(1, version) + text_field(5, version)
+        return payload + field_bytes(1, version.encode()) + field_bytes(5, version.encode())
 
     async def delta(request_iterator, context):
         events: asyncio.Queue = asyncio.Queue()

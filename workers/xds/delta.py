@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from workers.compiler import xds
-from workers.xds.cache import TYPES, Entry, text_field
-from workers.xds.served import REFERRERS, Served
-from workers.xds.sotw import WILDCARD_TYPES, Reporter
+from workers.xds.cache import TYPES, text_field
+from workers.xds.served import ServingStream
+from workers.xds.sotw import WILDCARD_TYPES
 
 
 @dataclass
@@ -39,19 +38,8 @@ class DeltaTypeState:
     last_sent: dict[str, dict[str, str]] = field(default_factory=dict)  # nonce → {name: digest}
 
 
-class DeltaStream:
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
-        self.served = Served()
-        self.types: dict[str, DeltaTypeState] = {}
-        self._nonce = 0
-
-    def on_entry(self, entry: Entry) -> list[bytes]:
-        self.served.update(entry)
-        out: list[bytes] = []
-        for type_url in TYPES:
-            out += self._maybe_send(type_url)
-        return out + self._maybe_retire()
+class DeltaStream(ServingStream):
+    types: dict[str, DeltaTypeState]
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
@@ -146,12 +134,5 @@ class DeltaStream:
             )
         ]
 
-    def _maybe_retire(self) -> list[bytes]:
-        if not self.served.has_retiring:
-            return []
-        for type_url in REFERRERS:
-            state = self.types.get(type_url)
-            if state is not None and (state.pending or state.rejected):
-                return []
-        self.served.retire()
-        return self._maybe_send(xds.CLUSTER) + self._maybe_send(xds.ENDPOINT)
+    def _awaiting(self, state: DeltaTypeState) -> bool:
+        return state.pending

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 
 from workers.compiler import xds
-from workers.xds.cache import Entry, Resource
+from workers.xds.cache import TYPES, Entry, Resource
 
 RETIRABLE = (xds.CLUSTER, xds.ENDPOINT)
 # The types whose ACK releases retiring clusters: what refers to clusters.
@@ -61,3 +61,41 @@ class Served:
             return base
         tail = hashlib.sha256("\n".join(sorted(retiring)).encode()).hexdigest()[:8]
         return f"{base}+{tail}"
+
+
+class ServingStream:
+    """What SotW and delta streams share: the served entry, per-type state, make-before-break.
+
+    A subclass sends a type with `_maybe_send(type_url)` and says in `_awaiting(state)`
+    whether a type's last response is still unanswered (a pending ACK holds retirement).
+    """
+
+    def __init__(self, reporter) -> None:
+        self.reporter = reporter
+        self.served = Served()
+        self.types: dict = {}
+        self._nonce = 0
+
+    def on_entry(self, entry: Entry) -> list[bytes]:
+        self.served.update(entry)
+        out: list[bytes] = []
+        for type_url in TYPES:
+            out += self._maybe_send(type_url)
+        return out + self._maybe_retire()
+
+    def _maybe_send(self, type_url: str) -> list[bytes]:
+        raise NotImplementedError
+
+    def _awaiting(self, state) -> bool:
+        raise NotImplementedError
+
+    def _maybe_retire(self) -> list[bytes]:
+        """Drop retiring clusters once nothing the client uses can still refer to them."""
+        if not self.served.has_retiring:
+            return []
+        for type_url in REFERRERS:
+            state = self.types.get(type_url)
+            if state is not None and (self._awaiting(state) or state.rejected):
+                return []
+        self.served.retire()
+        return self._maybe_send(xds.CLUSTER) + self._maybe_send(xds.ENDPOINT)

@@ -21,8 +21,8 @@ from typing import Protocol
 from envoy.service.discovery.v3 import discovery_pb2
 
 from workers.compiler import xds
-from workers.xds.cache import TYPES, Entry, text_field
-from workers.xds.served import REFERRERS, Served
+from workers.xds.cache import TYPES, text_field
+from workers.xds.served import ServingStream
 
 WILDCARD_TYPES = (xds.LISTENER, xds.CLUSTER)
 
@@ -53,21 +53,8 @@ def subscription(type_url: str, names) -> frozenset[str] | None:
     return frozenset(names)
 
 
-class SotwStream:
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
-        self.served = Served()
-        self.types: dict[str, TypeState] = {}
-        self._nonce = 0
-
-    # ------------------------------------------------------------------ events
-
-    def on_entry(self, entry: Entry) -> list[bytes]:
-        self.served.update(entry)
-        out: list[bytes] = []
-        for type_url in TYPES:
-            out += self._maybe_send(type_url)
-        return out + self._maybe_retire()
+class SotwStream(ServingStream):
+    types: dict[str, TypeState]
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:
         type_url = request.type_url
@@ -131,13 +118,5 @@ class SotwStream:
             )
         ]
 
-    def _maybe_retire(self) -> list[bytes]:
-        """Drop retiring clusters once nothing the client uses can still refer to them."""
-        if not self.served.has_retiring:
-            return []
-        for type_url in REFERRERS:
-            state = self.types.get(type_url)
-            if state is not None and (state.in_flight or state.rejected):
-                return []
-        self.served.retire()
-        return self._maybe_send(xds.CLUSTER) + self._maybe_send(xds.ENDPOINT)
+    def _awaiting(self, state: TypeState) -> bool:
+        return state.in_flight

@@ -144,7 +144,7 @@ def load(mesh_id: int) -> LoadedMesh | None:
         "gateway_routes": children(GatewayRoute, "virtual_gateway"),
         "endpoints": _endpoints(
             EndpointRow.objects.filter(mesh_id=mesh_id).values_list(
-                "virtual_node__name", "port", "address", "source", "health"
+                "virtual_node__name", "port", "address", "target_port", "source", "health"
             )
         ),
     }
@@ -162,13 +162,15 @@ def load(mesh_id: int) -> LoadedMesh | None:
 
 
 def _endpoints(rows: Iterable[tuple]) -> dict[tuple[str, int], list[Endpoint]]:
+    """(node, listener port) → its endpoints, each at its target port (an explicit-mode
+    proxy's ingress port, else the listener port)."""
     rank = {source: i for i, source in enumerate(SOURCE_PRECEDENCE)}
-    best: dict[tuple[str, int, str], tuple] = {}
-    for node, port, address, source, health in rows:
-        key = (node, port, address)
-        if key not in best or rank.get(source, 99) < rank.get(best[key][3], 99):
-            best[key] = (node, port, address, source, health)
+    best: dict[tuple[str, int, str, int], tuple] = {}
+    for node, port, address, target, source, health in rows:
+        key = (node, port, address, target)
+        if key not in best or rank.get(source, 99) < rank.get(best[key][4], 99):
+            best[key] = (node, port, address, target, source, health)
     out: dict[tuple[str, int], list[Endpoint]] = {}
-    for node, port, address, source, health in best.values():
-        out.setdefault((node, port), []).append(Endpoint(address, port, source, health))
+    for node, port, address, target, source, health in best.values():
+        out.setdefault((node, port), []).append(Endpoint(address, target, source, health))
     return out

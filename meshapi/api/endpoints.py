@@ -15,6 +15,12 @@ from tenants.scoping import TenantScopedViewSet, for_tenant
 class EndpointSerializer(serializers.ModelSerializer):
     virtualNodeName = serializers.CharField(source="virtual_node.name", read_only=True)
     instanceId = serializers.CharField(source="instance_id", read_only=True)
+    targetPort = serializers.IntegerField(
+        source="target_port",
+        read_only=True,
+        help_text="Where the address accepts the listener port's connections: the port "
+        "itself, or an explicit-mode proxy's own ingress port.",
+    )
     createdAt = serializers.DateTimeField(source="created_at", read_only=True)
     updatedAt = serializers.DateTimeField(source="updated_at", read_only=True)
 
@@ -25,6 +31,7 @@ class EndpointSerializer(serializers.ModelSerializer):
             "virtualNodeName",
             "port",
             "address",
+            "targetPort",
             "source",
             "health",
             "instanceId",
@@ -41,6 +48,12 @@ class StaticEndpointSerializer(StrictSerializer):
         choices=m.Endpoint.Health.choices, default=m.Endpoint.Health.HEALTHY
     )
     instanceId = serializers.CharField(max_length=255, required=False, default="")
+    targetPort = serializers.IntegerField(
+        min_value=1,
+        max_value=65535,
+        required=False,
+        help_text="Where the address accepts the listener port's connections (default: port).",
+    )
 
 
 class Conflict(exceptions.APIException):
@@ -94,6 +107,7 @@ class EndpointViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantSc
                 address=data["address"],
                 health=data["health"],
                 instance_id=data["instanceId"],
+                target_port=data.get("targetPort"),
             )
         except service.EndpointError as exc:
             raise _api_error(exc) from exc

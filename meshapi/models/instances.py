@@ -27,6 +27,11 @@ class ProxyInstance(models.Model):
     ports = models.JSONField(default=list)
     consumer = models.CharField(max_length=16, default="envoy")
     interception = models.CharField(max_length=16, default="redirect")
+    # Explicit mode: the ports it declared (0 = not declared: the control plane's default),
+    # which pick the variant it is served.
+    app_port = models.PositiveIntegerField(default=0)
+    ingress_port = models.PositiveIntegerField(default=0)
+    egress_port = models.PositiveIntegerField(default=0)
     replica = models.CharField(max_length=255, blank=True, default="")
     # The stream currently holding the instance (any replica); a close from an older
     # stream of the same instance must not mark it disconnected.

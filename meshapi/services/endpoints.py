@@ -1,5 +1,5 @@
 """Endpoints of virtual nodes: static ones through the native API; registered ones when a
-proxy's xDS stream opens (next: the xDS server calls `register`/`deregister`).
+proxy's xDS stream opens (workers/xds/status.py calls `register`/`deregister`).
 
 Every change is one transaction with the mesh revision bump and, for user writes, an
 audit event; after commit the mesh compiles, which rebuilds only ClusterLoadAssignments
@@ -115,6 +115,7 @@ def as_dict(endpoint: Endpoint, node_name: str) -> dict:
         "virtualNodeName": node_name,
         "port": endpoint.port,
         "address": endpoint.address,
+        "targetPort": endpoint.target_port,
         "source": endpoint.source,
         "health": endpoint.health,
         "instanceId": endpoint.instance_id,
@@ -144,9 +145,14 @@ def add_static(
     address: str,
     health: str = Endpoint.Health.HEALTHY,
     instance_id: str = "",
+    target_port: int | None = None,
 ) -> Endpoint:
-    """Add a static endpoint to a node's listener port."""
+    """Add a static endpoint to a node's listener port; `target_port` is where the address
+    accepts its connections (default: the listener port itself)."""
     address = check_address(address)
+    target_port = target_port or port
+    if not 1 <= target_port <= 65535:
+        raise EndpointError("targetPort", f"targetPort: {target_port} is not a port (1-65535).")
     with transaction.atomic():
         node = _lock_node(tenant, mesh_name, node_name)
         _check_discovery(node)
@@ -156,6 +162,7 @@ def add_static(
             mesh=node.mesh,
             virtual_node=node,
             port=port,
+            target_port=target_port,
             address=address,
             source=Endpoint.Source.STATIC,
             health=health,
@@ -165,10 +172,11 @@ def add_static(
             with transaction.atomic():
                 endpoint.save()
         except IntegrityError as exc:
+            target = f" (target port {target_port})" if target_port != port else ""
             raise EndpointConflict(
                 "address",
-                f"address: {address}:{port} is already a static endpoint of virtual node "
-                f"'{node_name}'.",
+                f"address: {address}:{port}{target} is already a static endpoint of virtual "
+                f"node '{node_name}'.",
             ) from exc
         _bump(node.mesh_id)
         _audit(tenant, writer, "CreateStaticEndpoint", node, None, as_dict(endpoint, node.name))
@@ -207,15 +215,34 @@ def register(
     address: str,
     instance_id: str = "",
     health: str = Endpoint.Health.HEALTHY,
+    target_port: int | None = None,
 ) -> bool:
-    """A proxy announced itself (its xDS stream opened). True if anything changed."""
+    """A proxy announced itself (its xDS stream opened): it serves the node's listener
+    `port` at `address`:`target_port` (default: the listener port). The same instance's
+    earlier target for that port (it restarted on other ports) is replaced. True if
+    anything changed."""
     address = check_address(address)
+    target_port = target_port or port
     with transaction.atomic():
         node = _lock_node(tenant, mesh_name, node_name)
+        moved = 0
+        if instance_id:
+            moved, _ = (
+                Endpoint.objects.filter(
+                    virtual_node=node,
+                    port=port,
+                    address=address,
+                    source=Endpoint.Source.REGISTERED,
+                    instance_id=instance_id,
+                )
+                .exclude(target_port=target_port)
+                .delete()
+            )
         endpoint, created = Endpoint.objects.get_or_create(
             virtual_node=node,
             port=port,
             address=address,
+            target_port=target_port,
             source=Endpoint.Source.REGISTERED,
             defaults={
                 "tenant": tenant,
@@ -224,7 +251,15 @@ def register(
                 "health": health,
             },
         )
-        if not created and (endpoint.health, endpoint.instance_id) == (health, instance_id):
+        if (
+            not created
+            and not moved
+            and (endpoint.health, endpoint.instance_id)
+            == (
+                health,
+                instance_id,
+            )
+        ):
             return False
         if not created:
             endpoint.health, endpoint.instance_id = health, instance_id
@@ -233,12 +268,24 @@ def register(
     return True
 
 
-def deregister(tenant: Tenant, *, mesh_name: str, node_name: str, port: int, address: str) -> bool:
+def deregister(
+    tenant: Tenant,
+    *,
+    mesh_name: str,
+    node_name: str,
+    port: int,
+    address: str,
+    target_port: int | None = None,
+) -> bool:
     """A proxy's stream closed for good. True if an endpoint was removed."""
     with transaction.atomic():
         node = _lock_node(tenant, mesh_name, node_name)
         deleted, _ = Endpoint.objects.filter(
-            virtual_node=node, port=port, address=address, source=Endpoint.Source.REGISTERED
+            virtual_node=node,
+            port=port,
+            address=address,
+            target_port=target_port or port,
+            source=Endpoint.Source.REGISTERED,
         ).delete()
         if deleted:
             _bump(node.mesh_id)

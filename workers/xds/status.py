@@ -10,7 +10,11 @@ a proxy that reconnected elsewhere is never marked by its old stream.
 Endpoint registration: a virtual node's proxy registers its address on the node's listener
 ports when its stream opens (source `registered`), and is deregistered a grace period
 after the stream closes, unless the instance reconnected meanwhile (on any replica): a
-control-plane restart or a proxy's reconnect does not churn endpoints.
+control-plane restart or a proxy's reconnect does not churn endpoints. A redirected proxy
+is reached at the listener port itself (iptables hands it to Envoy); an explicit-mode one
+at its own ingress listener for that port (the declared ingress port + the listener's
+index in port order, as the compiler numbers them), so the endpoint's target port differs
+from the listener port it serves.
 """
 
 from __future__ import annotations
@@ -85,10 +89,15 @@ def _listener_ports(node) -> list[int]:
     )
 
 
-def registrable_ports(identity: Identity, declared: Declared) -> list[int]:
-    """The ports this instance serves its node on, if callers find it through us (nodes
-    found by DNS are reached through their host name; gateways are not called in-mesh)."""
+def registrable_ports(identity: Identity, declared: Declared) -> list[tuple[int, int]]:
+    """(listener port, target port) for each port this instance serves its node on, if
+    callers find it through us (nodes found by DNS are reached through their host name;
+    gateways are not called in-mesh). Redirect: the listener ports the proxy intercepts
+    (all of them unless it declared `ports`), each its own target; so does a proxyless gRPC
+    app (it serves its listener ports itself). Explicit Envoy: every listener port (the
+    compiler gives each an ingress listener), at that ingress listener's port."""
     from meshapi.models import VirtualNode
+    from workers.compiler.context import REDIRECT_INGRESS_PORT
 
     if identity.kind != "virtualNode" or not declared.address:
         return []
@@ -98,9 +107,12 @@ def registrable_ports(identity: Identity, declared: Declared) -> list[int]:
     if node is None or "dns" in (node.spec.get("serviceDiscovery") or {}):
         return []
     ports = _listener_ports(node)
+    if declared.interception == "explicit" and declared.consumer == "envoy":
+        base = declared.variant_ports[1] or REDIRECT_INGRESS_PORT
+        return [(port, base + i) for i, port in enumerate(ports)]
     if declared.ports:
         ports = [p for p in ports if p in declared.ports]
-    return ports
+    return [(port, port) for port in ports]
 
 
 def open_instance(
@@ -125,6 +137,7 @@ def open_instance(
         instance.ports = declared.ports
         instance.consumer = declared.consumer
         instance.interception = declared.interception
+        instance.app_port, instance.ingress_port, instance.egress_port = declared.variant_ports
         instance.replica = replica
         instance.stream = stream
         instance.connected_since = now
@@ -146,13 +159,14 @@ def open_instance(
 
 
 def register_instance(identity: Identity, declared: Declared) -> None:
-    """Register the instance's address on the node's ports (source `registered`)."""
+    """Register the instance's address on the node's ports (source `registered`), each at
+    the port it accepts them on."""
     from meshapi.services import endpoints
     from tenants.models import Tenant
 
     close_old_connections()
     tenant = Tenant.objects.get(pk=identity.tenant_id)
-    for port in registrable_ports(identity, declared):
+    for port, target in registrable_ports(identity, declared):
         try:
             endpoints.register(
                 tenant,
@@ -161,9 +175,10 @@ def register_instance(identity: Identity, declared: Declared) -> None:
                 port=port,
                 address=declared.address,
                 instance_id=declared.instance_id,
+                target_port=target,
             )
         except endpoints.EndpointError as exc:
-            log.warning("xds: not registering %s:%s: %s", declared.address, port, exc.message)
+            log.warning("xds: not registering %s:%s: %s", declared.address, target, exc.message)
 
 
 def close_instance(instance_pk: int, stream: str) -> bool:
@@ -193,7 +208,7 @@ def deregister_if_gone(
     if not still_gone:
         return
     tenant = Tenant.objects.get(pk=identity.tenant_id)
-    for port in registrable_ports(identity, declared):
+    for port, target in registrable_ports(identity, declared):
         try:
             endpoints.deregister(
                 tenant,
@@ -201,6 +216,7 @@ def deregister_if_gone(
                 node_name=identity.name,
                 port=port,
                 address=declared.address,
+                target_port=target,
             )
         except endpoints.EndpointError:
             pass  # the node or mesh is gone, and its endpoints with it

@@ -14,6 +14,7 @@ from envoy.config.listener.v3 import listener_components_pb2 as lc
 from envoy.config.listener.v3 import listener_pb2
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2
+from google.protobuf import wrappers_pb2
 
 from workers.compiler import authz, names, tls, xds
 from workers.compiler.frozen import dig
@@ -61,11 +62,15 @@ def generate(plan: Plan, out: Builder) -> None:
 
 
 def _add(out, name, address, port, chains, *, inbound, default=None, original_dst=False):
+    # No SO_REUSEPORT: a second proxy binding the same port (another explicit-mode proxy on
+    # the host with the same declared ports) fails to bind, loudly, instead of silently
+    # taking half of this one's connections.
     listener = listener_pb2.Listener(
         name=name,
         address=xds.socket(address, port),
         filter_chains=chains,
         traffic_direction=base_pb2.INBOUND if inbound else base_pb2.OUTBOUND,
+        enable_reuse_port=wrappers_pb2.BoolValue(value=False),
     )
     filters = []
     if original_dst:

@@ -4,6 +4,7 @@
     GET /api/v1/meshes/<mesh>/proxies/virtualNode/<name>                its variants
     GET /api/v1/meshes/<mesh>/proxies/virtualNode/<name>/config         Envoy JSON
         ?consumer=grpc&mode=explicit   another variant (compiled on demand, then kept)
+        &app_port=&ingress_port=&egress_port=   explicit mode: the ports a proxy declares
         &version=<v>                   a stored older version
         &diff=<older version>          unified diff from that version to this one
     GET /api/v1/meshes/<mesh>/proxies/virtualNode/<name>/history        stored versions
@@ -22,7 +23,8 @@ from meshapi.services import proxies as service
 from meshapi.services.instances import instances_of, rollup
 from tenants.scoping import Access, TenantScopedViewSet
 from workers import loader
-from workers.compiler import ProxyRequest, compile_proxy
+from workers.compiler import compile_proxy
+from workers.pipeline import proxy_request
 
 NODE, GATEWAY = m.ProxyKind.VIRTUAL_NODE, m.ProxyKind.VIRTUAL_GATEWAY
 
@@ -36,7 +38,26 @@ class VariantQuery(serializers.Serializer):
     )
 
 
-class ConfigQuery(VariantQuery):
+def _port_field(what: str) -> serializers.IntegerField:
+    return serializers.IntegerField(
+        min_value=1,
+        max_value=65535,
+        required=False,
+        help_text=f"Explicit mode: {what}, as the proxy declares it (default: the "
+        "control plane's).",
+    )
+
+
+PORT_FIELDS = ("app_port", "ingress_port", "egress_port")
+
+
+class PortsQuery(VariantQuery):
+    app_port = _port_field("the app's port (replaces the port of the node's only listener)")
+    ingress_port = _port_field("the first ingress listener's port (15000)")
+    egress_port = _port_field("the first loopback egress listener's port (15001)")
+
+
+class ConfigQuery(PortsQuery):
     version = serializers.CharField(
         required=False, help_text="A stored version (see history); the current one if absent."
     )
@@ -53,6 +74,15 @@ class ProxySerializer(serializers.Serializer):
     nodeId = serializers.CharField()
     consumer = serializers.CharField()
     interception = serializers.CharField()
+    appPort = serializers.IntegerField(
+        allow_null=True, help_text="Explicit mode: the declared app port; null: the default."
+    )
+    ingressPort = serializers.IntegerField(
+        allow_null=True, help_text="Explicit mode: the declared ingress port; null: 15000."
+    )
+    egressPort = serializers.IntegerField(
+        allow_null=True, help_text="Explicit mode: the declared egress port; null: 15001."
+    )
     version = serializers.CharField(allow_null=True, help_text="Null until first compiled.")
     compiledAt = serializers.DateTimeField(allow_null=True)
     compiledRevision = serializers.IntegerField(
@@ -94,6 +124,15 @@ class InstanceSerializer(serializers.Serializer):
     ports = serializers.ListField(child=serializers.IntegerField())
     consumer = serializers.CharField()
     interception = serializers.CharField()
+    appPort = serializers.IntegerField(
+        allow_null=True, help_text="Explicit mode: the app port it declared (null: none)."
+    )
+    ingressPort = serializers.IntegerField(
+        allow_null=True, help_text="Explicit mode: the ingress port it declared (null: none)."
+    )
+    egressPort = serializers.IntegerField(
+        allow_null=True, help_text="Explicit mode: the egress port it declared (null: none)."
+    )
     replica = serializers.CharField(help_text="The serve_xds replica holding its stream.")
     connected = serializers.BooleanField()
     connectedSince = serializers.DateTimeField(allow_null=True)
@@ -147,13 +186,18 @@ def _type_versions(versions: dict) -> dict[str, str]:
 
 
 def _summary(mesh_name: str, kind: str, name: str, variant: tuple, row) -> dict:
+    """`variant`: (consumer, interception) or (consumer, interception, app, ingress, egress)."""
     current = row.current if row is not None else None
+    app, ingress, egress = (tuple(variant[2:]) + (0, 0, 0))[:3]
     return {
         "kind": kind,
         "name": name,
         "nodeId": f"mesh/{mesh_name}/{kind}/{name}",
         "consumer": variant[0],
         "interception": variant[1],
+        "appPort": app or None,
+        "ingressPort": ingress or None,
+        "egressPort": egress or None,
         "version": current.version if current else None,
         "compiledAt": current.compiled_at if current else None,
         "compiledRevision": current.revision if current else None,
@@ -190,6 +234,8 @@ class ProxyViewSet(TenantScopedViewSet):
         return MESH_PARAM if self.action == "list" else PROXY_PARAM
 
     def _variant(self, kind: str = NODE, query=VariantQuery) -> dict:
+        """The query's variant; with a ports query, `ports` (app, ingress, egress), 0 for
+        each not given. Ports apply to a virtual node's explicit-mode proxy only."""
         params = query(data=self.request.query_params)
         params.is_valid(raise_exception=True)
         data = dict(params.validated_data)
@@ -197,6 +243,15 @@ class ProxyViewSet(TenantScopedViewSet):
             service.check_variant(kind, data["consumer"], data["mode"])
         except service.BadVariant as exc:
             raise serializers.ValidationError({exc.field: [exc.message]}) from exc
+        given = [f for f in PORT_FIELDS if f in data]
+        if given and (kind != NODE or data["mode"] != "explicit"):
+            why = (
+                "a virtual gateway listens on its listeners' ports"
+                if kind != NODE
+                else "only an explicit-mode proxy declares its ports; add mode=explicit"
+            )
+            raise serializers.ValidationError({given[0]: [f"{given[0]}: {why}."]})
+        data["ports"] = tuple(data.get(f, 0) for f in PORT_FIELDS)
         return data
 
     def _proxy(self) -> service.ProxyRef:
@@ -236,8 +291,11 @@ class ProxyViewSet(TenantScopedViewSet):
         running proxy connected (or lately connected) to the xDS server, the version of
         each type it acknowledged and the last configuration it rejected, with why."""
         ref = self._proxy()
-        rows = {(r.consumer, r.interception): r for r in service.variants_of(ref)}
-        rows.setdefault(("envoy", "redirect"), None)
+        rows = {
+            (r.consumer, r.interception, r.app_port, r.ingress_port, r.egress_port): r
+            for r in service.variants_of(ref)
+        }
+        rows.setdefault(("envoy", "redirect", 0, 0, 0), None)
         variants = [_summary(ref.mesh.name, ref.kind, ref.name, v, rows[v]) for v in sorted(rows)]
         instances = instances_of(ref)
         return Response(
@@ -259,15 +317,19 @@ class ProxyViewSet(TenantScopedViewSet):
         compiled from then on."""
         ref = self._proxy()
         query = self._variant(ref.kind, ConfigQuery)
-        variant = (query["consumer"], query["mode"])
-        row = service.variant(ref, *variant)
+        variant = (query["consumer"], query["mode"], *query["ports"])
+        row = service.variant(ref, query["consumer"], query["mode"], query["ports"])
         head = _summary(ref.mesh.name, ref.kind, ref.name, variant, row)
         if row is None or row.current is None:
             if query.get("version") or query.get("diff"):
                 missing = query.get("version") or query.get("diff")
+                ports = ", ".join(
+                    f"{f} {p}" for f, p in zip(PORT_FIELDS, query["ports"], strict=True) if p
+                )
                 raise exceptions.NotFound(
-                    f"Version '{missing}' of {ref.label} ({variant[0]}, {variant[1]}) is not "
-                    "stored; it has not been compiled yet."
+                    f"Version '{missing}' of {ref.label} ({variant[0]}, {variant[1]}"
+                    f"{', ' + ports if ports else ''}) is not stored; it has not been "
+                    "compiled yet."
                 )
             return Response(self._on_demand(ref, variant, head))
         try:
@@ -292,13 +354,14 @@ class ProxyViewSet(TenantScopedViewSet):
             body.update(service.resources_json(ref.mesh.id, shown))
         return Response(body)
 
-    def _on_demand(self, ref: service.ProxyRef, variant: tuple[str, str], head: dict) -> dict:
+    def _on_demand(self, ref: service.ProxyRef, variant: tuple, head: dict) -> dict:
+        """`variant`: (consumer, interception, app, ingress, egress)."""
         loaded = loader.load(ref.mesh.id)
         if loaded is None:
             raise exceptions.NotFound(f"Mesh '{ref.mesh.name}' not found.")
-        snapshot = compile_proxy(loaded.ctx, ProxyRequest(ref.kind, ref.name, *variant))
+        snapshot = compile_proxy(loaded.ctx, proxy_request((ref.kind, ref.name, *variant)))
         with transaction.atomic():
-            if service.request_variant(ref, *variant):
+            if service.request_variant(ref, variant[0], variant[1], tuple(variant[2:])):
                 mesh_id = ref.mesh.id
                 transaction.on_commit(lambda: _enqueue(mesh_id))
         return {
@@ -313,13 +376,13 @@ class ProxyViewSet(TenantScopedViewSet):
             **service.snapshot_json(snapshot),
         }
 
-    @extend_schema(parameters=[VariantQuery], responses=VersionSerializer(many=True))
+    @extend_schema(parameters=[PortsQuery], responses=VersionSerializer(many=True))
     @action(detail=True, methods=["get"])
     def history(self, request, mesh: str, proxy: str):
         """Stored versions of the proxy's configuration, newest first (the last 20)."""
         ref = self._proxy()
-        query = self._variant(ref.kind)
-        row = service.variant(ref, query["consumer"], query["mode"])
+        query = self._variant(ref.kind, PortsQuery)
+        row = service.variant(ref, query["consumer"], query["mode"], query["ports"])
         versions = list(row.history.all()) if row is not None else []
         page = self.paginate_queryset(versions)
         current = row.current_id if row is not None else None

@@ -34,6 +34,9 @@ def instances_of(ref: ProxyRef) -> list[dict]:
             "ports": i.ports,
             "consumer": i.consumer,
             "interception": i.interception,
+            "appPort": i.app_port or None,
+            "ingressPort": i.ingress_port or None,
+            "egressPort": i.egress_port or None,
             "replica": i.replica,
             "connected": i.connected,
             "connectedSince": i.connected_since,
@@ -69,14 +72,29 @@ def rollup(ref: ProxyRef, instances: list[dict]) -> dict:
     if not connected:
         return summary
     current = {
-        (consumer, interception): versions or {}
-        for consumer, interception, versions in ProxyConfig.objects.filter(
+        tuple(variant): versions or {}
+        for *variant, versions in ProxyConfig.objects.filter(
             mesh=ref.mesh, kind=ref.kind, name=ref.name
-        ).values_list("consumer", "interception", "current__type_versions")
+        ).values_list(
+            "consumer",
+            "interception",
+            "app_port",
+            "ingress_port",
+            "egress_port",
+            "current__type_versions",
+        )
     }
     labels = {label: type_url for type_url, label in TYPE_NAMES.items()}
     for instance in connected:
-        versions = current.get((instance["consumer"], instance["interception"]), {})
+        # The variant it is served: its declared ports pick it (see workers/xds/server.py).
+        variant = (
+            instance["consumer"],
+            instance["interception"],
+            instance["appPort"] or 0,
+            instance["ingressPort"] or 0,
+            instance["egressPort"] or 0,
+        )
+        versions = current.get(variant, {})
         acked = instance["ackedVersions"]
         if acked and all(versions.get(labels[label]) == v for label, v in acked.items()):
             summary["upToDate"] += 1

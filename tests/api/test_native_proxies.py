@@ -306,3 +306,93 @@ def test_an_endpoint_change_moves_only_the_endpoints_type_version(alice, world):
     run_compile(world["mesh_id"])
     after = get(alice, f"{FRONTEND}/config").json()["typeVersions"]
     assert {t for t in after if after[t] != before[t]} == {"endpoints"}
+
+
+def _listener_ports(config: dict) -> set[int]:
+    return {x["address"]["socket_address"]["port_value"] for x in config["listeners"]}
+
+
+def test_explicit_ports_pick_the_variant_shown_and_bad_ports_name_the_field(alice, world):
+    ports = {"mode": "explicit", "app_port": 9001, "ingress_port": 16000, "egress_port": 16100}
+    response = get(alice, f"{FRONTEND}/config", **ports)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["appPort"], body["ingressPort"], body["egressPort"]) == (9001, 16000, 16100)
+    assert 16000 in _listener_ports(body) and 15000 not in _listener_ports(body)
+    assert body["metadata"]["egress_ports"] == {"catalog.shop.local:8080": 16100}
+    # Two proxies binding one port fail to bind instead of sharing its connections.
+    assert {x.get("enable_reuse_port") for x in body["listeners"]} == {False}
+    default = get(alice, f"{FRONTEND}/config", mode="explicit").json()
+    assert default["ingressPort"] is None and 15000 in _listener_ports(default)
+
+    run_compile(world["mesh_id"])
+    variants = get(alice, FRONTEND).json()["variants"]
+    shown = {(v["interception"], v["ingressPort"]): v["version"] for v in variants}
+    assert shown[("explicit", 16000)] == body["version"]
+    assert ("explicit", None) in shown and ("redirect", None) in shown
+    history = get(alice, f"{FRONTEND}/history", **ports).json()["results"]
+    assert [h["version"] for h in history] == [body["version"]]
+
+    for params, field in [
+        ({"mode": "explicit", "ingress_port": 0}, "ingress_port"),
+        ({"mode": "explicit", "egress_port": 70000}, "egress_port"),
+        ({"mode": "explicit", "app_port": "http"}, "app_port"),
+        ({"app_port": 9001}, "app_port"),  # redirect: iptables decides the ports
+    ]:
+        refused = get(alice, f"{FRONTEND}/config", **params)
+        assert refused.status_code == 400 and list(refused.json()) == [field], refused.text
+    assert "mode=explicit" in get(alice, f"{FRONTEND}/config", app_port=9001).json()["app_port"][0]
+    gateway = f"{V}/meshes/{M}/proxies/virtualGateway/shop-gateway/config"
+    refused = get(alice, gateway, mode="explicit", ingress_port=16000)
+    assert refused.status_code == 400 and "gateway" in refused.json()["ingress_port"][0]
+
+
+def test_an_endpoint_with_a_target_port_is_reached_there(alice, world):
+    """An explicit-mode proxy serves the node's listener port 8080 at its own ingress port:
+    callers' EDS address that port, and the API shows both."""
+    endpoint_service.register(
+        alice.tenant,
+        mesh_name=M,
+        node_name="catalog-v1",
+        port=8080,
+        address="10.0.0.7",
+        instance_id="cat-1",
+        target_port=16000,
+    )
+    run_compile(world["mesh_id"])
+    listed = get(alice, f"{V}/meshes/{M}/virtual-nodes/catalog-v1/endpoints/").json()
+    rows = {e["address"]: (e["port"], e["targetPort"]) for e in listed["results"]}
+    assert rows == {"10.0.0.1": (8080, 8080), "10.0.0.7": (8080, 16000)}
+    eds = get(alice, f"{FRONTEND}/config").json()["endpoints"]
+    addresses = {
+        (
+            lb["endpoint"]["address"]["socket_address"]["address"],
+            lb["endpoint"]["address"]["socket_address"]["port_value"],
+        )
+        for cla in eds
+        for locality in cla.get("endpoints", [])
+        for lb in locality["lb_endpoints"]
+    }
+    assert {("10.0.0.1", 8080), ("10.0.0.7", 16000)} <= addresses
+    # The instance came back on other ports: its old target is replaced, not kept.
+    endpoint_service.register(
+        alice.tenant,
+        mesh_name=M,
+        node_name="catalog-v1",
+        port=8080,
+        address="10.0.0.7",
+        instance_id="cat-1",
+        target_port=17000,
+    )
+    assert list(Endpoint.objects.filter(address="10.0.0.7").values_list("port", "target_port")) == [
+        (8080, 17000)
+    ]
+
+    def post(body):
+        path = f"{alice.base_url}{V}/meshes/{M}/virtual-nodes/catalog-v1/endpoints/"
+        return requests.post(path, json=body, headers=alice.bearer, timeout=30)
+
+    made = post({"port": 8080, "address": "10.0.0.8", "targetPort": 18000})
+    assert made.status_code == 201 and made.json()["targetPort"] == 18000, made.text
+    bad = post({"port": 8080, "address": "10.0.0.9", "targetPort": 0})
+    assert bad.status_code == 400 and list(bad.json()) == ["targetPort"], bad.text

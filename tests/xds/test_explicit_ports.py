@@ -1,10 +1,15 @@
 """Explicit-mode proxies are served configurations listening on the ports they declared
 (node.metadata app_port / ingress_port / egress_port), so two proxies on one host do not
 share ports: the ports are part of the stored variant, compiled and kept like any other.
-A redirected proxy keeps the defaults whatever it declares."""
+A redirected proxy keeps the defaults whatever it declares.
+
+Callers reach an explicit-mode instance at its own ingress listener: it is registered on
+the node's listener port with that ingress port as the target, and callers' EDS address
+it there; closing one instance deregisters only its own endpoint."""
 
 from envoy.config.listener.v3 import listener_pb2
 
+from meshapi.models import Endpoint
 from meshapi.services import proxies as store
 from tests.xds.conftest import needs_redis
 from tests.xds.support import RawAdsClient, XdsProcess, wait_compiled, wait_for
@@ -28,6 +33,29 @@ def listener_ports(proxy: RawAdsClient) -> set[int] | None:
     return ports
 
 
+def registered(node: str) -> set[tuple[int, int, str]]:
+    return set(
+        Endpoint.objects.filter(
+            virtual_node__name=node, source="registered", address="127.0.0.1"
+        ).values_list("port", "target_port", "instance_id")
+    )
+
+
+def cart_eds(ref) -> set[int]:
+    """The ports web's explicit-mode variant is sent for cart's cluster (127.0.0.1)."""
+    row = store.variant(ref, "envoy", "explicit", (0, 18000, 0))
+    if row is None or row.current is None:
+        return set()
+    ports = set()
+    for cla in store.resources_json(ref.mesh.id, row.current).get("endpoints", []):
+        if "cart" not in cla["cluster_name"]:
+            continue
+        for locality in cla.get("endpoints", []):
+            for lb in locality["lb_endpoints"]:
+                ports.add(lb["endpoint"]["address"]["socket_address"]["port_value"])
+    return ports
+
+
 def connect(server: XdsProcess, node: str, instance: str, **declared) -> RawAdsClient:
     metadata = {
         "APPMESH_RESOURCE_ARN": ARN.format(node),
@@ -41,14 +69,25 @@ def connect(server: XdsProcess, node: str, instance: str, **declared) -> RawAdsC
 def test_explicit_proxies_listen_on_the_ports_they_declared(alice, worker, api_server):
     client = alice.appmesh()
     client.create_mesh(meshName="shop")
-    for node in ("cart", "web"):
-        client.create_virtual_node(
-            meshName="shop",
-            virtualNodeName=node,
-            spec={"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]},
-        )
+    listener = {"portMapping": {"port": 8080, "protocol": "http"}}
+    client.create_virtual_node(
+        meshName="shop", virtualNodeName="cart", spec={"listeners": [listener]}
+    )
+    client.create_virtual_service(
+        meshName="shop",
+        virtualServiceName="cart.shop.local",
+        spec={"provider": {"virtualNode": {"virtualNodeName": "cart"}}},
+    )
+    client.create_virtual_node(
+        meshName="shop",
+        virtualNodeName="web",
+        spec={
+            "listeners": [listener],
+            "backends": [{"virtualService": {"virtualServiceName": "cart.shop.local"}}],
+        },
+    )
     wait_compiled(alice.tenant, "shop")
-    server = XdsProcess(insecure=True)
+    server = XdsProcess(insecure=True, grace=1.0)
     proxies: list[RawAdsClient] = []
     try:
         explicit = {"interception": "explicit"}
@@ -68,7 +107,7 @@ def test_explicit_proxies_listen_on_the_ports_they_declared(alice, worker, api_s
             wait_for(lambda p=proxy: listener_ports(p), message=server.log)
         assert listener_ports(cart_a) == {16000}
         assert listener_ports(cart_b) == {17000}
-        assert listener_ports(web) == {18000}
+        assert listener_ports(web) == {18000, 15001}  # its egress for cart: the default
         assert 15000 in listener_ports(redirected)  # App Mesh's iptables ingress port
 
         ref = store.find_proxy(alice.tenant, "shop", "virtualNode", "cart")
@@ -88,6 +127,23 @@ def test_explicit_proxies_listen_on_the_ports_they_declared(alice, worker, api_s
             ("redirect", 0),
             ("explicit", 18000),
         }
+
+        # Registered where callers reach them: cart's listener port 8080, each instance at
+        # its own ingress port; the redirected web-2 at the listener port itself.
+        wait_for(
+            lambda: registered("cart") == {(8080, 16000, "cart-a"), (8080, 17000, "cart-b")},
+            message=lambda: f"{registered('cart')}\n{server.log()}",
+        )
+        wait_for(lambda: (8080, 8080, "web-2") in registered("web"), message=server.log)
+        # The caller's EDS for cart: both instances, at their ingress ports.
+        wait_for(
+            lambda: cart_eds(web_ref) == {16000, 17000}, message=lambda: str(cart_eds(web_ref))
+        )
+
+        cart_a.close()
+        proxies.remove(cart_a)
+        wait_for(lambda: registered("cart") == {(8080, 17000, "cart-b")}, message=server.log)
+        wait_for(lambda: cart_eds(web_ref) == {17000}, message=lambda: str(cart_eds(web_ref)))
     finally:
         for proxy in proxies:
             proxy.close()

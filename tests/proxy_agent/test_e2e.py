@@ -1,6 +1,6 @@
 """End to end: the live API server, `serve_xds` (mTLS ADS + Join), a mesh built through
 boto3, a join token from the native API, and `meshagent run` with a real Envoy in explicit
-mode in front of a tiny HTTP backend.
+mode (listening on the ports it declares) in front of a tiny HTTP backend.
 
 - a request to Envoy's egress listener for the backend's virtual service reaches it;
 - the control plane's record of the instance shows Envoy's ACKs;
@@ -33,27 +33,21 @@ SERVICE = "catalog.shop.local"
 NODE = f"mesh/{MESH}/virtualNode/front"
 
 
-@pytest.fixture(autouse=True)
-def free_explicit_ports(monkeypatch):
-    """front's explicit-mode listeners on free ports rather than the fixed 15000/15001, so
-    test runs side by side on one machine never share a port (Envoy's SO_REUSEPORT would
-    split their connections). The control plane cannot take ports from the agent yet (it
-    ignores node.metadata's ingress_port/egress_port), so the compile in this process (the
-    worker runs in a thread here) is given them, as manage.py demo --scene does."""
-    import dataclasses
+@pytest.fixture
+def ports() -> dict[str, int]:
+    """front's explicit-mode listener ports, free ones rather than the defaults 15000/15001,
+    so test runs side by side on one machine never share a port. The agent declares them
+    (--ingress-port/--egress-port) and the control plane compiles front's listeners there."""
+    return {"ingress_port": free_port(), "egress_port": free_port()}
 
-    from workers import pipeline
 
-    chosen = {"ingress_port": free_port(), "egress_port": free_port()}
-    original = pipeline.compile_proxy
-
-    def compile_proxy(ctx, proxy):
-        if (proxy.name, proxy.consumer, proxy.interception) == ("front", "envoy", "explicit"):
-            proxy = dataclasses.replace(proxy, **chosen)
-        return original(ctx, proxy)
-
-    monkeypatch.setattr(pipeline, "compile_proxy", compile_proxy)
-    return chosen
+def _port_flags(ports: dict[str, int]) -> list[str]:
+    return [
+        "--ingress-port",
+        str(ports["ingress_port"]),
+        "--egress-port",
+        str(ports["egress_port"]),
+    ]
 
 
 @pytest.fixture
@@ -124,12 +118,12 @@ def _join_files(alice, tmp_path) -> tuple:
     return token_file, ca_file
 
 
-def _agent(tmp_path, xds, token_file, ca_file) -> AgentProcess:
+def _agent(tmp_path, xds, token_file, ca_file, ports: dict[str, int]) -> AgentProcess:
     return AgentProcess(
         tmp_path / "front",
         "--control-plane", xds.ads, "--join-address", xds.join or "127.0.0.1:1",
         "--ca-file", str(ca_file), "--join-token-file", str(token_file), "--node", NODE,
-        "--app-port", str(free_port()),
+        "--app-port", str(free_port()), *_port_flags(ports),
     )  # fmt: skip
 
 
@@ -138,6 +132,17 @@ def _instance(alice) -> dict:
 
     instances = proxy_detail(alice, MESH, "virtualNode", "front")["instances"]
     return instances[0] if len(instances) == 1 else {}
+
+
+def _endpoints(alice, node: str) -> list[tuple[str, int, int]]:
+    """(source, listener port, target port) of the node's endpoints, from the native API."""
+    listed = requests.get(
+        f"{alice.base_url}/api/v1/meshes/{MESH}/virtual-nodes/{node}/endpoints/",
+        headers=alice.bearer,
+        timeout=30,
+    )
+    assert listed.status_code == 200, listed.text
+    return [(e["source"], e["port"], e["targetPort"]) for e in listed.json()["results"]]
 
 
 def _egress_port(agent) -> int:
@@ -180,15 +185,15 @@ def _failures(port: int, n: int) -> dict[str, int]:
 
 
 def test_traffic_through_envoy_survives_the_control_plane_and_a_restart(
-    alice, mesh, tmp_path, free_explicit_ports
+    alice, mesh, tmp_path, ports
 ):
     token_file, ca_file = _join_files(alice, tmp_path)
     xds = _start_xds()
-    agent = _agent(tmp_path, xds, token_file, ca_file)
+    agent = _agent(tmp_path, xds, token_file, ca_file, ports)
     try:
         agent.wait_ready()
         port = _egress_port(agent)
-        assert port == free_explicit_ports["egress_port"]
+        assert port == ports["egress_port"]
         wait_for(lambda: _ok(port), message=agent.log)
         status = agent.status()
         assert status["identity"]["spiffeId"].endswith("/" + NODE)
@@ -209,7 +214,7 @@ def test_traffic_through_envoy_survives_the_control_plane_and_a_restart(
         # Agent and Envoy restarted while it is down: served from the cache.
         assert agent.stop() == 0
         token_file.write_text("used-up")  # the stored identity is enough
-        agent = _agent(tmp_path, xds, token_file, ca_file)
+        agent = _agent(tmp_path, xds, token_file, ca_file, ports)
         agent.wait_ready()
         assert _egress_port(agent) == port
         assert _failures(port, 100) == {}
@@ -236,12 +241,12 @@ def test_traffic_through_envoy_survives_the_control_plane_and_a_restart(
         xds.stop()
 
 
-def test_a_wrong_join_token_is_a_clear_error(alice, mesh, tmp_path):
+def test_a_wrong_join_token_is_a_clear_error(alice, mesh, tmp_path, ports):
     _, ca_file = _join_files(alice, tmp_path)
     bad = tmp_path / "bad-token"
     bad.write_text("mpjt_not-a-token")
     xds = _start_xds()
-    agent = _agent(tmp_path, xds, bad, ca_file)
+    agent = _agent(tmp_path, xds, bad, ca_file, ports)
     try:
         assert agent.proc.wait(60) == 1
         assert "cannot join the mesh" in agent.log() and "UNAUTHENTICATED" in agent.log()
@@ -269,7 +274,7 @@ def _tls_get(port: int, bundle: str) -> tuple[bytes, int] | None:
         conn.close()
 
 
-def test_short_lived_certificates_rotate_without_failed_requests(alice, mesh, tmp_path):
+def test_short_lived_certificates_rotate_without_failed_requests(alice, mesh, tmp_path, ports):
     """front's listener takes its certificate from `acm`, i.e. the workload identity over
     the agent's SDS; with 15 s certificates Envoy is handed new ones while serving."""
     from tests.xds.support import wait_compiled
@@ -303,6 +308,7 @@ def test_short_lived_certificates_rotate_without_failed_requests(alice, mesh, tm
         tmp_path / "front",
         "--control-plane", xds.ads, "--join-address", xds.join, "--ca-file", str(ca_file),
         "--join-token-file", str(token_file), "--node", NODE, "--app-port", str(app.port),
+        *_port_flags(ports),
     )  # fmt: skip
     bundle = str(tmp_path / "front" / "trust-bundle.pem")
     try:
@@ -311,6 +317,12 @@ def test_short_lived_certificates_rotate_without_failed_requests(alice, mesh, tm
             lambda: [p for n, p in agent_ports(agent).items() if n.startswith("ingress")],
             message=lambda: f"no ingress listener: {agent_ports(agent)}",
         )[0]
+        assert ingress == ports["ingress_port"]  # the port the agent declared
+        # front registered itself where callers reach it: listener app.port at its ingress.
+        wait_for(
+            lambda: _endpoints(alice, "front") == [("registered", app.port, ingress)],
+            message=lambda: str(_endpoints(alice, "front")),
+        )
         egress = _egress_port(agent)
         wait_for(lambda: _tls_get(ingress, bundle), message=agent.log)
         serials, failures, made = set(), {"ingress": 0, "egress": 0}, 0
@@ -331,7 +343,7 @@ def test_short_lived_certificates_rotate_without_failed_requests(alice, mesh, tm
         app.stop()
 
 
-def test_insecure_development_mode_against_serve_xds_insecure(alice, mesh, tmp_path):
+def test_insecure_development_mode_against_serve_xds_insecure(alice, mesh, tmp_path, ports):
     """`serve_xds --insecure` + `meshagent run --insecure --tenant`: no identity, plaintext,
     loopback only (local development): the same traffic path."""
     from tests.xds.support import XdsProcess
@@ -340,7 +352,7 @@ def test_insecure_development_mode_against_serve_xds_insecure(alice, mesh, tmp_p
     agent = AgentProcess(
         tmp_path / "front",
         "--insecure", "--tenant", alice.tenant.account_id, "--control-plane", xds.ads,
-        "--node", NODE,
+        "--node", NODE, *_port_flags(ports),
     )  # fmt: skip
     try:
         agent.wait_ready()
@@ -354,7 +366,7 @@ def test_insecure_development_mode_against_serve_xds_insecure(alice, mesh, tmp_p
 
 
 def test_a_route_envoy_rejects_leaves_the_last_good_serving_and_shows_in_the_api(
-    alice, mesh, tmp_path
+    alice, mesh, tmp_path, ports
 ):
     """A route update with a header regex RE2 cannot compile reaches Envoy; Envoy NACKs it,
     the agent forwards the NACK with Envoy's text, the API shows it, and requests keep
@@ -384,7 +396,7 @@ def test_a_route_envoy_rejects_leaves_the_last_good_serving_and_shows_in_the_api
     wait_compiled(alice.tenant, MESH)
     token_file, ca_file = _join_files(alice, tmp_path)
     xds = _start_xds()
-    agent = _agent(tmp_path, xds, token_file, ca_file)
+    agent = _agent(tmp_path, xds, token_file, ca_file, ports)
     try:
         agent.wait_ready()
         port = _egress_port(agent)

@@ -19,6 +19,7 @@ in on the event loop, which then notifies the streams.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -128,7 +129,14 @@ class Stored(NamedTuple):
     seq: int
     version: str
     type_versions: dict
-    manifest: dict  # {type_url: {name: digest}}
+    manifest: str  # JSON {type_url: {name: digest}}, decoded only when a type is new here
+
+
+class Bucket(dict):
+    """{name: Resource} of one type at one type version of a mesh: the same object for
+    every variant serving that type version (weakly cached, like the resources)."""
+
+    __slots__ = ("__weakref__",)
 
 
 class ConfigCache:
@@ -138,6 +146,8 @@ class ConfigCache:
         self.entries: dict[Key, Entry] = {}
         self.watchers: dict[Key, set[Watcher]] = {}
         self._encoded: weakref.WeakValueDictionary[tuple, Resource] = weakref.WeakValueDictionary()
+        self._buckets: weakref.WeakValueDictionary[tuple, Bucket] = weakref.WeakValueDictionary()
+        self._empty: set[tuple] = set()  # type versions with no resources (a few per mesh)
         self._encoded_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -203,6 +213,8 @@ class ConfigCache:
         variants and one for the resources not encoded on this replica yet, so the
         publish of a change reaching 1,000 proxies is a handful of queries."""
         from django.db import close_old_connections
+        from django.db.models import TextField
+        from django.db.models.functions import Cast
 
         from meshapi.models import ProxyConfig
 
@@ -214,25 +226,30 @@ class ConfigCache:
             out: list[Entry] = []
             for (tenant, mesh), group in by_mesh.items():
                 wanted = set(group)
-                # Plain tuples, not models: this runs for every proxy a change reaches.
-                rows = ProxyConfig.objects.filter(
-                    tenant__account_id=tenant,
-                    mesh__name=mesh,
-                    name__in={k.name for k in group},
-                    current__isnull=False,
-                ).values_list(
-                    "kind",
-                    "name",
-                    "consumer",
-                    "interception",
-                    "app_port",
-                    "ingress_port",
-                    "egress_port",
-                    "mesh_id",
-                    "current_id",
-                    "current__version",
-                    "current__type_versions",
-                    "current__resources",
+                # Plain tuples, not models: this runs for every proxy a change reaches. The
+                # manifest comes as text: most of its types are already cached by version.
+                rows = (
+                    ProxyConfig.objects.filter(
+                        tenant__account_id=tenant,
+                        mesh__name=mesh,
+                        name__in={k.name for k in group},
+                        current__isnull=False,
+                    )
+                    .annotate(manifest_text=Cast("current__resources", TextField()))
+                    .values_list(
+                        "kind",
+                        "name",
+                        "consumer",
+                        "interception",
+                        "app_port",
+                        "ingress_port",
+                        "egress_port",
+                        "mesh_id",
+                        "current_id",
+                        "current__version",
+                        "current__type_versions",
+                        "manifest_text",
+                    )
                 )
                 found: dict[Key, Stored] = {}
                 for kind, name, *variant, mesh_id, seq, version, versions, manifest in rows:
@@ -248,36 +265,62 @@ class ConfigCache:
             close_old_connections()
 
     def _entries(self, rows: dict[Key, Stored]) -> list[Entry]:
-        """Entries for stored variants of one mesh, encoding each missing resource once."""
+        """Entries for stored variants of one mesh. A type version already cached is its
+        bucket, shared; only a new one decodes the manifest, and each resource missing
+        from the replica is read and encoded once."""
         from meshapi.models import ConfigResource
 
         mesh_id = next(iter(rows.values())).mesh_id
-        resources: dict[Key, dict[str, dict[str, Resource]]] = {}
-        missing: dict[tuple[str, str], list[tuple[Key, str]]] = {}
+        resources: dict[Key, dict[str, Bucket]] = {}
+        fresh: dict[tuple, Bucket] = {}  # buckets built by this load, cached once complete
+        missing: dict[tuple[str, str], list[tuple[Bucket, str]]] = {}
         with self._encoded_lock:
             for key, row in rows.items():
                 buckets = resources[key] = {}
-                for type_url, names in row.manifest.items():
-                    bucket = buckets.setdefault(type_url, {})
+                manifest = None
+                for type_url in TYPES:
+                    type_version = row.type_versions.get(type_url)
+                    ident = (mesh_id, type_url, type_version)
+                    if type_version is not None:
+                        if ident in self._empty:
+                            continue
+                        bucket = self._buckets.get(ident)
+                        if bucket is None:
+                            bucket = fresh.get(ident)
+                        if bucket is not None:
+                            buckets[type_url] = bucket
+                            continue
+                    if manifest is None:
+                        manifest = json.loads(row.manifest) if row.manifest else {}
+                    names = manifest.get(type_url)
+                    if not names:
+                        if type_version is not None:
+                            self._empty.add(ident)
+                        continue
+                    bucket = buckets[type_url] = Bucket()
                     for name, digest in names.items():
                         known = self._encoded.get((mesh_id, type_url, digest, name))
                         if known is not None:
                             bucket[name] = known
                         else:
-                            missing.setdefault((type_url, digest), []).append((key, name))
+                            missing.setdefault((type_url, digest), []).append((bucket, name))
+                    if type_version is not None:
+                        fresh[ident] = bucket
         if missing:
             bodies = ConfigResource.objects.filter(
                 mesh_id=mesh_id, digest__in={d for _, d in missing}
             ).values_list("type_url", "digest", "body")
             with self._encoded_lock:
                 for type_url, digest, body in bodies:
-                    for key, name in missing.get((type_url, digest), ()):
+                    for bucket, name in missing.get((type_url, digest), ()):
                         ident = (mesh_id, type_url, digest, name)
                         resource = self._encoded.get(ident)
                         if resource is None:
                             resource = Resource(type_url, name, digest, bytes(body))
                             self._encoded[ident] = resource
-                        resources[key][type_url][name] = resource
+                        bucket[name] = resource
+        with self._encoded_lock:
+            self._buckets.update(fresh)
         return [
             Entry(key, row.version, row.seq, dict(row.type_versions), resources[key])
             for key, row in rows.items()

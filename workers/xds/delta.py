@@ -36,6 +36,10 @@ class DeltaTypeState:
     rejected: bool = False
     nacked: set[tuple[str, str]] = field(default_factory=set)  # (name, digest)
     last_sent: dict[str, dict[str, str]] = field(default_factory=dict)  # nonce → {name: digest}
+    # The served version last compared with what the client has, while nothing on the
+    # client's side (subscriptions, NACKs) has changed since: the same version again has
+    # nothing new to send. A push reaching 1,000 streams compares only the types it changed.
+    checked: str | None = None
 
 
 class DeltaStream(ServingStream):
@@ -46,6 +50,9 @@ class DeltaStream(ServingStream):
         if type_url not in TYPES:
             return []
         state = self.types.get(type_url)
+        if request.resource_names_subscribe or request.resource_names_unsubscribe:
+            if state is not None:
+                state.checked = None
         if state is None:
             state = self.types[type_url] = DeltaTypeState()
             state.client_has = dict(request.initial_resource_versions)
@@ -76,6 +83,7 @@ class DeltaStream(ServingStream):
                 state.last_sent.pop(older, None)
             if request.HasField("error_detail"):
                 state.rejected = True
+                state.checked = None
                 state.nacked.update(sent.items())
                 self.reporter.nacked(type_url, version, request.error_detail.message)
             else:
@@ -88,6 +96,10 @@ class DeltaStream(ServingStream):
         entry = self.served.entry
         if state is None or entry is None:
             return []
+        version = self.served.version(type_url)
+        if version == state.checked:
+            return []
+        state.checked = version
         resources = self.served.resources(type_url)
         if state.wildcard:
             wanted = resources
@@ -118,7 +130,6 @@ class DeltaStream(ServingStream):
         state.told_absent.update(absent)
         self._nonce += 1
         nonce = str(self._nonce)
-        version = self.served.version(type_url)
         state.pending[nonce] = version
         state.last_sent[nonce] = {r.name: r.digest for r in updates}
         state.responded = True

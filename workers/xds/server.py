@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 GRACE_SECONDS = 30.0
+_END = object()  # a stream's reader is done
 
 
 def default_replica() -> str:
@@ -283,38 +285,46 @@ class XdsServer:
             session.declared.instance_id,
         )
         handler = SotwStream(reporter) if protocol == "sotw" else DeltaStream(reporter)
-        events: asyncio.Queue = asyncio.Queue()
+        # Everything the protocol state does runs on the loop as events arrive: the cache's
+        # notification and the reader call the handler directly and queue only the bytes to
+        # write, so an ACK that needs no answer never wakes the writer (below).
+        out: asyncio.Queue = asyncio.Queue()
+
+        def send(respond: Callable[[], list[bytes]]) -> None:
+            try:
+                responses = respond()
+            except Exception as exc:  # noqa: BLE001 - raised by the writer: the stream fails
+                out.put_nowait(exc)
+                return
+            for response in responses:
+                out.put_nowait(response)
 
         def on_entry(entry: Entry) -> None:
-            events.put_nowait(("entry", entry))
+            send(lambda: handler.on_entry(entry))
 
         async def read() -> None:
             try:
                 async for request in iterator:
-                    events.put_nowait(("request", request))
+                    send(lambda request=request: handler.on_request(request))
             finally:  # the client closed, went away or cancelled (CancelledError too)
-                events.put_nowait(("end", None))
+                out.put_nowait(_END)
 
         reader: asyncio.Task | None = None
         try:
             entry = await self.cache.watch(session.key, on_entry)
             if entry is not None:
-                for response in handler.on_entry(entry):
-                    await context.write(response)
-            for response in handler.on_request(first):
-                await context.write(response)
+                on_entry(entry)
+            send(lambda: handler.on_request(first))
             reader = asyncio.create_task(read())
             # Its error (the client went away) is the stream's end, not worth a log line.
             reader.add_done_callback(lambda task: task.cancelled() or task.exception())
             while True:
-                kind, item = await events.get()
-                if kind == "end":
+                item = await out.get()
+                if item is _END:
                     break
-                responses = (
-                    handler.on_request(item) if kind == "request" else handler.on_entry(item)
-                )
-                for response in responses:
-                    await context.write(response)
+                if isinstance(item, Exception):
+                    raise item
+                await context.write(item)
         finally:
             if reader is not None:
                 reader.cancel()

@@ -26,6 +26,7 @@ from workers.compiler.context import CONSUMERS, INTERCEPTIONS
 from workers.xds import auth
 from workers.xds.cache import CacheRefresher, ConfigCache, Entry, Key
 from workers.xds.delta import DeltaStream
+from workers.xds.reaper import Reaper
 from workers.xds.sotw import SotwStream
 from workers.xds.status import Declared, StatusRecorder
 
@@ -184,6 +185,7 @@ class XdsServer:
             CacheRefresher(self.cache, poll_seconds) if poll_seconds else CacheRefresher(self.cache)
         )
         self.status = StatusRecorder(self.replica, grace_seconds)
+        self.reaper = Reaper(self.replica, grace_seconds)
         self._background: list[asyncio.Task] = []
         self._closing: set[asyncio.Task] = set()
 
@@ -211,6 +213,7 @@ class XdsServer:
         self.cache.loop = asyncio.get_running_loop()
         self.refresher.start()
         self._background.append(asyncio.create_task(self.status.run()))
+        self._background.append(asyncio.create_task(self.reaper.run()))
 
     async def stop(self) -> None:
         if self._closing:

@@ -1,0 +1,198 @@
+"""Replica heartbeats, and the reaping of instances a dead replica left connected.
+
+A replica that exits cleanly closes its streams, and each closed stream deregisters its
+instance after the grace period. A replica that dies (SIGKILL, a lost host) closes nothing:
+its instances stay connected in the status and their `registered` endpoints stay in the
+mesh until each proxy reconnects elsewhere. So every replica writes a heartbeat (a Redis
+key per replica holding the time of its last beat, refreshed every `heartbeat` seconds),
+and periodically looks at the replicas that own connected instances: one whose last beat
+is older than `dead_after` plus the grace period is dead, and each of its instances is
+marked disconnected (only while that stream still owns it: a proxy that reconnected to
+another replica is left alone) and deregistered, as its own close would have done. Every
+replica does this; the compare-and-set makes it happen once.
+
+A replica that stops cleanly leaves its last beat: its streams were closed, so it owns
+nothing connected. A replica never seen beating (a Redis that lost its keys, an older
+replica) is not reaped: an unknown is not a death. Without REDIS_URL (the embedded mode:
+one process) there is no heartbeat and nothing to reap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from functools import lru_cache
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+log = logging.getLogger(__name__)
+
+PREFIX = "meshplane:xds:replica:"
+KEPT_SECONDS = 7 * 24 * 3600  # how long a silent replica's last beat stays readable
+
+
+def _seconds(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}.") from None
+    if seconds <= 0:
+        raise ValueError(f"{name} must be positive, not {value!r}.")
+    return seconds
+
+
+HEARTBEAT_SECONDS = _seconds("MESHPLANE_XDS_HEARTBEAT_SECONDS", 5.0)
+DEAD_AFTER_SECONDS = _seconds("MESHPLANE_XDS_DEAD_AFTER_SECONDS", 30.0)
+
+
+@lru_cache(maxsize=4)
+def _client(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+
+
+def _redis():
+    return _client(settings.REDIS_URL) if settings.REDIS_URL else None
+
+
+def beat(replica: str) -> None:
+    """Record that `replica` is alive now."""
+    client = _redis()
+    if client is not None:
+        client.set(PREFIX + replica, repr(time.time()), ex=KEPT_SECONDS)
+
+
+def dead_replicas(me: str, bound: float) -> list[str]:
+    """Replicas owning connected instances whose last beat is older than `bound` seconds."""
+    from meshapi.models import ProxyInstance
+
+    client = _redis()
+    if client is None:
+        return []
+    close_old_connections()
+    owners = sorted(
+        set(
+            ProxyInstance.objects.filter(disconnected_at__isnull=True)
+            .exclude(replica__in=("", me))
+            .values_list("replica", flat=True)
+            .distinct()
+        )
+    )
+    if not owners:
+        return []
+    beats = client.mget([PREFIX + name for name in owners])
+    now = time.time()
+    dead = []
+    for name, last in zip(owners, beats, strict=True):
+        if last is None:
+            continue  # never seen beating: not known to be dead
+        try:
+            age = now - float(last)
+        except ValueError:
+            continue
+        if age > bound:
+            dead.append(name)
+    return dead
+
+
+def reap(replica: str) -> int:
+    """Disconnect and deregister every instance `replica` still holds; how many."""
+    from meshapi.models import ProxyConnection, ProxyInstance
+    from workers.xds.auth import Identity
+    from workers.xds.status import Declared, deregister_if_gone
+
+    close_old_connections()
+    rows = list(
+        ProxyInstance.objects.filter(replica=replica, disconnected_at__isnull=True).values(
+            "pk",
+            "stream",
+            "tenant_id",
+            "tenant__account_id",
+            "mesh__name",
+            "kind",
+            "name",
+            "instance_id",
+            "address",
+            "ports",
+            "consumer",
+            "interception",
+            "app_port",
+            "ingress_port",
+            "egress_port",
+        )
+    )
+    reaped = 0
+    for row in rows:
+        now = timezone.now()
+        with transaction.atomic():
+            owned = ProxyInstance.objects.filter(
+                pk=row["pk"], replica=replica, stream=row["stream"], disconnected_at__isnull=True
+            ).update(disconnected_at=now)
+            if not owned:
+                continue  # reconnected meanwhile, or another replica reaped it
+            ProxyConnection.objects.filter(
+                instance_id=row["pk"], stream=row["stream"], closed_at__isnull=True
+            ).update(closed_at=now)
+        identity = Identity(
+            row["tenant_id"],
+            row["tenant__account_id"],
+            row["mesh__name"],
+            row["kind"],
+            row["name"],
+            "reaped",
+        )
+        declared = Declared(
+            row["consumer"],
+            row["interception"],
+            row["instance_id"],
+            row["address"],
+            list(row["ports"] or []),
+            (row["app_port"], row["ingress_port"], row["egress_port"]),
+        )
+        deregister_if_gone(identity, declared, row["pk"], row["stream"])
+        reaped += 1
+    if reaped:
+        log.warning(
+            "xds: replica %s stopped beating; deregistered %d of its instances", replica, reaped
+        )
+    return reaped
+
+
+class Reaper:
+    """One replica's heartbeat and its watch over the others (a task on the loop)."""
+
+    def __init__(
+        self,
+        replica: str,
+        grace_seconds: float,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        dead_after_seconds: float = DEAD_AFTER_SECONDS,
+    ) -> None:
+        self.replica = replica
+        self.heartbeat_seconds = heartbeat_seconds
+        # Its proxies get the grace period a closed stream gets, counted from its last beat.
+        self.bound = dead_after_seconds + grace_seconds
+
+    async def run(self) -> None:
+        if not settings.REDIS_URL:
+            return
+        while True:
+            try:
+                await asyncio.to_thread(beat, self.replica)
+                dead = await sync_to_async(dead_replicas, thread_sensitive=False)(
+                    self.replica, self.bound
+                )
+                for name in dead:
+                    await sync_to_async(reap, thread_sensitive=False)(name)
+            except Exception:  # noqa: BLE001 - Redis or the database away: next round
+                log.warning("xds: heartbeat or reaping failed", exc_info=True)
+            await asyncio.sleep(self.heartbeat_seconds)

@@ -4,25 +4,14 @@ frontend → catalog.shop.local (router "catalog": 90 % catalog-v1, 10 % catalog
 `x-canary: v2` always to catalog-v2), automatic mTLS STRICT, and an "intruder" node (a
 mesh identity, no backends) that is not an allowed caller of anything.
 
-Explicit interception on one host: every service has its own app port, Envoy ingress
-port (= the port of its listener in the mesh, where callers reach it), egress base port,
-Envoy admin port and agent status port, all free loopback ports chosen at start (kept in
-var/demo/scene/ports.json and reused while free).
-
-Two things the control plane cannot do yet, worked around here (see `explicit_ports`):
-
-- it compiles explicit-mode listeners at ingress 15000 / egress 15001 and forwards to the
-  node's listener port, ignoring the `app_port` / `ingress_port` / `egress_port` the agent
-  declares in node.metadata (workers/pipeline.py builds `ProxyRequest(kind, name,
-  consumer, interception)` only; the variant key has no ports), so two explicit-mode
-  proxies on one host collide;
-- a stream registers an explicit-mode instance at the node's listener ports on its address,
-  not at its ingress port (workers/xds/status.py `registrable_ports`).
-
-So this process compiles the scene's proxies with the ports it chose (the compile runs in
-this process: embedded mode), and registers each service's ingress as a static endpoint
-through the native API (the agents declare their real app port, so the stream registers
-nothing).
+Explicit interception on one host: every service's listener in the mesh is port 8080
+(`NODE_PORT`, as on separate hosts; nothing binds it), and each has its own app port,
+Envoy ingress port, egress base port, Envoy admin port and agent status port, all free
+loopback ports chosen at start (kept in var/demo/scene/ports.json and reused while free).
+Each agent declares its app, ingress and egress ports (`--app-port`, `--ingress-port`,
+`--egress-port`: node.metadata); the control plane compiles that proxy's listeners on
+them and registers the instance as its node's endpoint for port 8080 at 127.0.0.1:<its
+ingress port>, so callers' Envoys reach it there. Nothing is registered by hand.
 """
 
 from __future__ import annotations
@@ -41,7 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +45,7 @@ from meshapi.demo.sample_mesh import Resource
 MESH = sample_mesh.MESH
 SERVICE = "catalog.shop.local"
 SERVICE_PORT = 8080  # the virtual router's (and so the virtual service's) port
+NODE_PORT = 8080  # every node's listener port in the mesh
 CANARY_HEADER = "x-canary"
 HEADER_ROUTE = "catalog-v2-header"
 NODES = ("frontend", "catalog-v1", "catalog-v2", "intruder")
@@ -85,7 +75,7 @@ class SceneError(Exception):
 @dataclass
 class Ports:
     app: int  # the service's own HTTP port (the intruder: unused)
-    listener: int  # its listener port in the mesh = its Envoy ingress port
+    listener: int  # its Envoy ingress listener's port (where callers reach it)
     egress: int  # first loopback egress listener
     admin: int  # Envoy admin
     status: int  # the agent's /ready, /status, /ports
@@ -154,50 +144,48 @@ ACCESS_LOG = {
 }
 
 
-def _node_spec(ports: Ports | None, backends: tuple[str, ...] = ()) -> dict[str, Any]:
+def _node_spec(listener: bool, backends: tuple[str, ...] = ()) -> dict[str, Any]:
     spec: dict[str, Any] = {"logging": {"accessLog": ACCESS_LOG}}
-    if ports is not None:
-        spec["listeners"] = [{"portMapping": {"port": ports.listener, "protocol": "http"}}]
+    if listener:
+        spec["listeners"] = [{"portMapping": {"port": NODE_PORT, "protocol": "http"}}]
     if backends:
         spec["backends"] = [{"virtualService": {"virtualServiceName": b}} for b in backends]
     return spec
 
 
-def _targets(weights: dict[str, int], ports: dict[str, Ports]) -> list[dict[str, Any]]:
+def _targets(weights: dict[str, int]) -> list[dict[str, Any]]:
     return [
-        {"virtualNode": node, "weight": weight, "port": ports[node].listener}
+        {"virtualNode": node, "weight": weight, "port": NODE_PORT}
         for node, weight in weights.items()
     ]
 
 
-def split_route_spec(weights: dict[str, int], ports: dict[str, Ports]) -> dict[str, Any]:
+def split_route_spec(weights: dict[str, int]) -> dict[str, Any]:
     """The canary route: weighted targets, with the sample's retry policy."""
     sample = next(r for r in sample_mesh.RESOURCES if r.names.get("routeName") == sample_mesh.ROUTE)
     spec = json.loads(json.dumps(sample.spec))
-    spec["httpRoute"]["action"]["weightedTargets"] = _targets(weights, ports)
+    spec["httpRoute"]["action"]["weightedTargets"] = _targets(weights)
     spec["priority"] = 10
     return spec
 
 
-def resources(ports: dict[str, Ports]) -> list[Resource]:
+def resources() -> list[Resource]:
     """The sample mesh as the scene runs it: the same services, router, canary route and
-    gateway; nodes found through registered endpoints instead of DNS, each on its own
-    listener port; a header route to catalog-v2; an `intruder` node; access logs on."""
+    gateway; nodes found through the endpoints their proxies register instead of DNS; a
+    header route to catalog-v2; an `intruder` node; access logs on."""
     names = {"meshName": MESH}
     router = {**names, "virtualRouterName": sample_mesh.ROUTER}
     out = [
         Resource("mesh", names, {"egressFilter": {"type": "DROP_ALL"}}),
-        Resource("virtual_node", {**names, "virtualNodeName": "catalog-v1"},
-                 _node_spec(ports["catalog-v1"])),
-        Resource("virtual_node", {**names, "virtualNodeName": "catalog-v2"},
-                 _node_spec(ports["catalog-v2"])),
+        Resource("virtual_node", {**names, "virtualNodeName": "catalog-v1"}, _node_spec(True)),
+        Resource("virtual_node", {**names, "virtualNodeName": "catalog-v2"}, _node_spec(True)),
         Resource("virtual_node", {**names, "virtualNodeName": "frontend"},
-                 _node_spec(ports["frontend"], (SERVICE,))),
-        Resource("virtual_node", {**names, "virtualNodeName": "intruder"}, _node_spec(None)),
+                 _node_spec(True, (SERVICE,))),
+        Resource("virtual_node", {**names, "virtualNodeName": "intruder"}, _node_spec(False)),
         Resource("virtual_router", router,
                  {"listeners": [{"portMapping": {"port": SERVICE_PORT, "protocol": "http"}}]}),
         Resource("route", {**router, "routeName": sample_mesh.ROUTE},
-                 split_route_spec(sample_mesh.WEIGHTS, ports)),
+                 split_route_spec(sample_mesh.WEIGHTS)),
         Resource("route", {**router, "routeName": HEADER_ROUTE}, {
             "priority": 0,
             "httpRoute": {
@@ -205,7 +193,7 @@ def resources(ports: dict[str, Ports]) -> list[Resource]:
                     "prefix": "/",
                     "headers": [{"name": CANARY_HEADER, "match": {"exact": "v2"}}],
                 },
-                "action": {"weightedTargets": _targets({"catalog-v2": 1}, ports)},
+                "action": {"weightedTargets": _targets({"catalog-v2": 1})},
             },
         }),
     ]  # fmt: skip
@@ -213,49 +201,6 @@ def resources(ports: dict[str, Ports]) -> list[Resource]:
     kinds = ("virtual_service", "virtual_gateway", "gateway_route")
     out += [r for r in sample_mesh.RESOURCES if r.kind in kinds]
     return out
-
-
-# ------------------------------------------------------------------ compiling with ports
-
-
-@contextlib.contextmanager
-def explicit_ports(account_id: str, ports: dict[str, Ports]) -> Iterator[None]:
-    """While open, this process compiles the scene's explicit-mode Envoy proxies with the
-    ports chosen for them (see the module docstring: the control plane does not read them
-    from node.metadata yet). Only the demo tenant's mesh `shop` is affected."""
-    from workers import pipeline
-
-    original = getattr(pipeline, "compile_proxy", None)
-    if original is None:
-        raise SceneError(
-            "workers.pipeline no longer calls compile_proxy: the scene cannot give its "
-            "proxies their ports (see meshapi/demo/scene.py explicit_ports)."
-        )
-    trust_domain_prefix = f"{account_id}."
-
-    def compile_proxy(ctx, proxy):
-        chosen = ports.get(proxy.name)
-        if (
-            chosen is not None
-            and ctx.mesh_name == MESH
-            and ctx.trust_domain.startswith(trust_domain_prefix)
-            and proxy.kind == "virtualNode"
-            and proxy.consumer == "envoy"
-            and proxy.interception == "explicit"
-        ):
-            proxy = dataclasses.replace(
-                proxy,
-                app_port=chosen.app,
-                ingress_port=chosen.listener,
-                egress_port=chosen.egress,
-            )
-        return original(ctx, proxy)
-
-    pipeline.compile_proxy = compile_proxy
-    try:
-        yield
-    finally:
-        pipeline.compile_proxy = original
 
 
 # ------------------------------------------------------------------ the services
@@ -357,7 +302,7 @@ class Agent:
             "--control-plane", ads, "--join-address", join, "--ca-file", str(ca_file),
             "--join-token-file", str(token_file), "--node", f"mesh/{MESH}/virtualNode/{self.name}",
             "--data-dir", str(self.data_dir), "--envoy", self.envoy,
-            "--address", "127.0.0.1",
+            "--address", "127.0.0.1", "--instance-id", f"scene-{self.name}",
             "--app-port", str(self.ports.app),
             "--ingress-port", str(self.ports.listener), "--egress-port", str(self.ports.egress),
             "--admin-port", str(self.ports.admin), "--status-port", str(self.ports.status),
@@ -585,23 +530,19 @@ class Scene:
     # -- setup
 
     def prepare_mesh(self, api: NativeApi) -> None:
-        """mTLS STRICT, and each service's ingress as its node's endpoint."""
+        """mTLS STRICT. Endpoints are the agents' to register: static ones an older demo
+        added by hand are removed."""
         api.call("PUT", f"/meshes/{MESH}/mtls", (200,), json={"mode": "STRICT"})
         for name in APPS:
             path = f"/meshes/{MESH}/virtual-nodes/{name}/endpoints/"
-            listing = api.call("GET", path, (200,))
-            rows = listing["results"] if isinstance(listing, dict) else listing
-            wanted = ("127.0.0.1", self.ports[name].listener)
-            have = False
-            for row in rows:
-                if row["source"] != "static":
-                    continue
-                if (row["address"], row["port"]) == wanted:
-                    have = True
-                else:  # a previous run's port
+            for row in self.endpoints(api, name):
+                if row["source"] == "static":
                     api.call("DELETE", f"{path}{row['id']}/", (204, 404))
-            if not have:
-                api.call("POST", path, (201,), json={"address": wanted[0], "port": wanted[1]})
+
+    def endpoints(self, api: NativeApi, name: str) -> list[dict]:
+        """The node's endpoints, as GET …/virtual-nodes/<name>/endpoints/ lists them."""
+        listing = api.call("GET", f"/meshes/{MESH}/virtual-nodes/{name}/endpoints/", (200,))
+        return listing["results"] if isinstance(listing, dict) else listing
 
     def start(self, api: NativeApi, ads: str, join: str, envoy: str) -> None:
         ca_file = self.root / "cp-ca.pem"
@@ -665,11 +606,11 @@ class Scene:
                 what = "no app, no backends: a mesh identity that is nobody's allowed caller"
             elif name == "frontend":
                 what = (
-                    f"app 127.0.0.1:{p.app}, Envoy ingress :{p.listener}, egress "
-                    f"{SERVICE} → 127.0.0.1:{p.egress}"
+                    f"listener {NODE_PORT}: app 127.0.0.1:{p.app}, Envoy ingress :{p.listener}, "
+                    f"egress {SERVICE} → 127.0.0.1:{p.egress}"
                 )
             else:
-                what = f"app 127.0.0.1:{p.app}, Envoy ingress :{p.listener}"
+                what = f"listener {NODE_PORT}: app 127.0.0.1:{p.app}, Envoy ingress :{p.listener}"
             self.say(
                 f"  {name:<11} {what} (meshagent pid {pid}, status :{p.status}, "
                 f"Envoy admin :{p.admin})"

@@ -2,11 +2,12 @@
 
 Control plane in this process (API on a thread, compiler as in-process tasks, xDS server
 on its own event loop: see control_plane.py) → demo tenant and key → the scene's mesh
-through boto3 → mTLS STRICT and endpoints through the native API → frontend, catalog-v1,
-catalog-v2 (tiny HTTP apps) and an intruder, each with meshagent + Envoy (explicit mode)
-→ the canary split over 1,000 requests, the header route, the mTLS peer, a denied call,
-the shift to 50/50 through UpdateRoute under load and the new split → the aws CLI profile
-and commands → serve until Ctrl-C, then stop every child process.
+through boto3 → mTLS STRICT through the native API → frontend, catalog-v1, catalog-v2
+(tiny HTTP apps) and an intruder, each with meshagent + Envoy (explicit mode, declaring its
+own ports; each registers itself as its node's endpoint) → the canary split over 1,000
+requests, the header route, the mTLS peer, a denied call, the shift to 50/50 through
+UpdateRoute under load and the new split → the aws CLI profile and commands → serve until
+Ctrl-C, then stop every child process.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ class SceneRunner:
         self.api = ApiThread(host, port, demo_dir / "server.log")
         self.xds = XdsThread()
         self.scene: scene.Scene | None = None
-        self._ports_hook = None
 
     def run(self) -> None:
         if settings.REDIS_URL:
@@ -58,12 +58,6 @@ class SceneRunner:
             raise CommandError(f"the API cannot listen on {self.api.url}: {exc}") from exc
         url = self.api.url
         the_scene = self.scene = scene.Scene(self.demo_dir / "scene", self.say)
-        hook = scene.explicit_ports(tenant.account_id, the_scene.ports)
-        try:
-            hook.__enter__()
-        except scene.SceneError as exc:
-            raise CommandError(str(exc)) from exc
-        self._ports_hook = hook
 
         client = boto3.client(
             "appmesh",
@@ -74,7 +68,7 @@ class SceneRunner:
             config=Config(retries={"max_attempts": 2}),
         )
         try:
-            applied = sample_mesh.apply(client, scene.resources(the_scene.ports))
+            applied = sample_mesh.apply(client, scene.resources())
         except (ClientError, BotoCoreError) as exc:
             raise CommandError(
                 f"applying the mesh failed: {exc}. Server log {self.api.log_path}"
@@ -99,6 +93,12 @@ class SceneRunner:
             )
             the_scene.wait_ready()
             the_scene.describe()
+            for name in ("catalog-v1", "catalog-v2"):
+                for row in the_scene.endpoints(native, name):
+                    self.say(
+                        f"  {name} endpoint ({row['source']} by its agent): listener "
+                        f"{row['port']} at {row['address']}:{row['targetPort']}"
+                    )
             self._story(client, the_scene)
         except scene.SceneError as exc:
             raise CommandError(f"the scene failed: {exc}") from exc
@@ -129,8 +129,7 @@ class SceneRunner:
         return READY.format(url=url) + " (Ctrl-C to stop)"
 
     def _compile_all(self, tenant) -> None:
-        """Compile every proxy variant now, with the scene's ports (a variant stored by an
-        earlier run may carry other ones)."""
+        """Compile every stored variant now (mTLS on), before any agent connects."""
         from meshapi.models import Mesh
         from workers.pipeline import run_compile
 
@@ -161,7 +160,7 @@ class SceneRunner:
                 meshName=sample_mesh.MESH,
                 virtualRouterName=sample_mesh.ROUTER,
                 routeName=sample_mesh.ROUTE,
-                spec=scene.split_route_spec(weights, the_scene.ports),
+                spec=scene.split_route_spec(weights),
             )
 
         during = the_scene.shift(update_route)
@@ -179,7 +178,4 @@ class SceneRunner:
         if self.scene is not None:
             self.scene.stop()
         self.xds.stop()
-        if self._ports_hook is not None:
-            self._ports_hook.__exit__(None, None, None)
-            self._ports_hook = None
         self.api.stop()

@@ -6,7 +6,8 @@ in explicit mode.
 What the demo prints is checked (the split over 1,000 requests within ±5 points of 90/10,
 the header route, the caller's SPIFFE id, the intruder's 403, the 50/50 shift with zero
 failed requests during the change), and the test sees for itself, at the ports the demo
-printed: the header route, a plaintext connection to a STRICT ingress refused, a
+printed: each catalog registered by its own agent at its Envoy ingress port (no static
+endpoint), the header route, a plaintext connection to a STRICT ingress refused, a
 certificate from another mesh refused, the intruder's 403; then Ctrl-C leaves no agent,
 Envoy or listening port behind.
 """
@@ -157,6 +158,28 @@ def test_make_demo_runs_the_mesh_scene(tmp_path):
         client.close()
         assert {(s, b["catalog"]["service"]) for s, b in answers} == {(200, "catalog-v2")}
 
+        # Each catalog is reached where its agent registered itself: its node's listener
+        # port 8080 at its own Envoy ingress port. Nobody added an endpoint by hand.
+        key_id, secret = demo.value("Access key id:"), demo.value("Secret access key:")
+        api = requests.Session()
+        api.trust_env = False
+        api.headers["Authorization"] = f"Bearer {key_id}:{secret}"
+        for name in ("catalog-v1", "catalog-v2"):
+            listed = api.get(
+                f"{url}/api/v1/meshes/shop/virtual-nodes/{name}/endpoints/", timeout=30
+            )
+            assert listed.status_code == 200, listed.text
+            rows = [
+                (e["source"], e["port"], e["address"], e["targetPort"])
+                for e in listed.json()["results"]
+            ]
+            ingress = int(agents[name][2])
+            assert rows == [("registered", 8080, "127.0.0.1", ingress)], rows
+            assert (
+                f"{name} endpoint (registered by its agent): listener 8080 at "
+                f"127.0.0.1:{ingress}" in demo.output
+            )
+
         catalog_v1 = int(agents["catalog-v1"][2])
         assert _refused(catalog_v1) in ("closed", "reset")  # plaintext
         scene_dir = var_dir / "demo/scene"
@@ -166,9 +189,7 @@ def test_make_demo_runs_the_mesh_scene(tmp_path):
         )
         assert (code, body) == (403, "RBAC: access denied")
 
-        token_file, ca_file = _stranger_join_files(
-            url, demo.value("Access key id:"), demo.value("Secret access key:"), tmp_path
-        )
+        token_file, ca_file = _stranger_join_files(url, key_id, secret, tmp_path)
         stranger_dir = tmp_path / "stranger"
         stranger = subprocess.Popen(
             [

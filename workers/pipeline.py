@@ -208,7 +208,7 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
             result.skipped = "gone"
             return result
         result.revision = loaded.revision
-        configs = store.stored_configs(mesh_id)
+        configs = store.stored_variants(mesh_id)
         stored = {
             key: Stored(frozenset(row.requires), row.current_id is not None)
             for key, row in configs.items()

@@ -11,12 +11,13 @@ unified diff between two stored versions, and variants compiled on demand.
 
 import difflib
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
@@ -108,6 +109,46 @@ def variant_key(row: ProxyConfig) -> "Key":
     )
 
 
+@dataclass(frozen=True)
+class StoredVariant:
+    """What a compile reads of a stored proxy variant: values, not model instances (a
+    change reaching 1,000 proxies reads 1,000 of these)."""
+
+    pk: int
+    current_id: int | None  # None until the variant's first compile
+    version: str | None  # the current version's
+    revision: int
+    requires: tuple[str, ...]
+    warnings: list = field(default_factory=list)  # the current version's
+    metadata: dict = field(default_factory=dict)
+
+
+def stored_variants(mesh_id: int) -> dict["Key", StoredVariant]:
+    """Every stored variant of a mesh, in one query."""
+    rows = ProxyConfig.objects.filter(mesh_id=mesh_id).values_list(
+        "kind",
+        "name",
+        "consumer",
+        "interception",
+        "app_port",
+        "ingress_port",
+        "egress_port",
+        "pk",
+        "current_id",
+        "current__version",
+        "revision",
+        "requires",
+        "current__warnings",
+        "current__metadata",
+    )
+    return {
+        tuple(row): StoredVariant(
+            pk, current, version, revision, tuple(requires), warnings or [], metadata or {}
+        )
+        for *row, pk, current, version, revision, requires, warnings, metadata in rows
+    }
+
+
 def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:
     kind, name, consumer, interception, app_port, ingress_port, egress_port = key
     message = {
@@ -128,84 +169,207 @@ def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:
 def store(
     loaded: "LoadedMesh",
     snapshots: Mapping["Key", tuple["Snapshot", frozenset[str]]],
-    configs: dict["Key", ProxyConfig],
+    stored: Mapping["Key", StoredVariant],
     gone: Iterable["Key"],
     now: datetime,
 ) -> tuple[list["Key"], list[dict]]:
     """Store the snapshots whose version changed; drop the variants of proxies that no
-    longer exist. Returns the changed keys and the messages to publish after commit."""
+    longer exist. Returns the changed keys and the messages to publish after commit.
+
+    A fixed number of statements whatever the number of proxies: on PostgreSQL the new
+    versions are one INSERT and the variants one UPDATE over arrays (see _insert_versions,
+    _update_variants); history is trimmed only where it outgrew HISTORY_LIMIT."""
     changed: list[Key] = []
-    messages: list[dict] = []
-    touched_rows: list[ProxyConfig] = []
+    requires: dict[Key, list[str]] = {}
+    updates: dict[int, _Update] = {}  # ProxyConfig pk → what to write
     touched_versions: list[ProxyVersion] = []
     new_rows: list[ProxyConfig] = []
     for key, (snapshot, deps) in snapshots.items():
-        row = configs.get(key)
+        row = stored.get(key)
         dep_list = sorted(deps)
         if row is None:
             kind, name, consumer, interception, app_port, ingress_port, egress_port = key
-            row = ProxyConfig(
-                tenant_id=loaded.tenant_id,
-                mesh_id=loaded.mesh_id,
-                kind=kind,
-                name=name,
-                consumer=consumer,
-                interception=interception,
-                app_port=app_port,
-                ingress_port=ingress_port,
-                egress_port=egress_port,
-                requires=dep_list,
+            new_rows.append(
+                ProxyConfig(
+                    tenant_id=loaded.tenant_id,
+                    mesh_id=loaded.mesh_id,
+                    kind=kind,
+                    name=name,
+                    consumer=consumer,
+                    interception=interception,
+                    app_port=app_port,
+                    ingress_port=ingress_port,
+                    egress_port=egress_port,
+                    requires=dep_list,
+                )
             )
-            configs[key] = row
-            new_rows.append(row)
-        elif row.revision > loaded.revision:
+            changed.append(key)
+            continue
+        if row.revision > loaded.revision:
             continue  # a newer compile stored this proxy already: never go back
-        current = row.current if row.current_id else None
-        if current is not None and current.version == snapshot.version:
+        same_requires = len(row.requires) == len(dep_list) and list(row.requires) == dep_list
+        if row.current_id is not None and row.version == snapshot.version:
             # Same configuration; warnings and metadata do not change the version.
             warnings, metadata = list(snapshot.warnings), dict(snapshot.metadata)
-            if current.warnings != warnings or current.metadata != metadata:
-                current.warnings, current.metadata = warnings, metadata
-                touched_versions.append(current)
-            if row.requires != dep_list:
-                row.requires = dep_list
-                touched_rows.append(row)
+            if row.warnings != warnings or row.metadata != metadata:
+                touched_versions.append(
+                    ProxyVersion(pk=row.current_id, warnings=warnings, metadata=metadata)
+                )
+            if not same_requires:
+                updates[row.pk] = _Update(row.current_id, row.revision, dep_list, True)
             continue
-        row.requires = dep_list
+        requires[key] = dep_list if not same_requires else list(row.requires)
+        if not same_requires:
+            updates[row.pk] = _Update(row.current_id, row.revision, dep_list, True)
         changed.append(key)
+    pks = {key: row.pk for key, row in stored.items()}
     if new_rows:
-        ProxyConfig.objects.bulk_create(new_rows)
+        for row in ProxyConfig.objects.bulk_create(new_rows):
+            key = variant_key(row)
+            pks[key] = row.pk
+            requires[key] = row.requires
     _store_resources(loaded.mesh_id, (snapshots[k][0] for k in changed))
-    versions = [
-        ProxyVersion(
-            proxy=configs[key],
-            version=snapshots[key][0].version,
-            revision=loaded.revision,
-            compiled_at=now,
-            type_versions=dict(snapshots[key][0].type_versions),
-            resources={t: dict(h) for t, h in snapshots[key][0].hashes.items() if h},
-            warnings=list(snapshots[key][0].warnings),
-            metadata=dict(snapshots[key][0].metadata),
-        )
-        for key in changed
-    ]
-    ProxyVersion.objects.bulk_create(versions)
-    for key, version in zip(changed, versions, strict=True):
-        row = configs[key]
-        row.current, row.revision = version, loaded.revision
-        touched_rows.append(row)
-        messages.append(_message(loaded, key, version.version))
-    if touched_rows:
-        ProxyConfig.objects.bulk_update(touched_rows, ["current", "revision", "requires"])
+    version_ids = _insert_versions(
+        [(pks[key], snapshots[key][0]) for key in changed], loaded.revision, now
+    )
+    messages: list[dict] = []
+    for key in changed:
+        pk = pks[key]
+        rewrite = pk in updates
+        updates[pk] = _Update(version_ids[pk], loaded.revision, requires[key], rewrite)
+        messages.append(_message(loaded, key, snapshots[key][0].version))
+    _update_variants(updates)
     if touched_versions:
         ProxyVersion.objects.bulk_update(touched_versions, ["warnings", "metadata"])
-    if changed:
-        _trim_history([configs[k].pk for k in changed])
-    gone = [k for k in gone if configs.get(k) is not None and configs[k].pk]
+    old = [pks[key] for key in changed if key in stored and stored[key].current_id is not None]
+    if old:
+        _trim_history(old)
+    gone = [k for k in gone if k in pks]
     if gone:
-        ProxyConfig.objects.filter(pk__in=[configs[k].pk for k in gone]).delete()
+        ProxyConfig.objects.filter(pk__in=[pks[k] for k in gone]).delete()
         messages.extend(_message(loaded, key, None) for key in gone)
     return changed, messages
+
+
+@dataclass(frozen=True)
+class _Update:
+    current_id: int | None
+    revision: int
+    requires: list[str]
+    requires_changed: bool  # False: the stored `requires` stays as it is
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _insert_versions(
+    rows: list[tuple[int, "Snapshot"]], revision: int, now: datetime
+) -> dict[int, int]:
+    """Insert one ProxyVersion per (proxy pk, snapshot); returns proxy pk → version pk.
+    Proxies compiled to the same version share one encoding of its manifest."""
+    if not rows:
+        return {}
+    encoded: dict[str, tuple[str, str]] = {}
+    columns: tuple[list, ...] = ([], [], [], [], [], [])
+    for proxy_id, snapshot in rows:
+        manifest = encoded.get(snapshot.version)
+        if manifest is None:
+            manifest = encoded[snapshot.version] = (
+                _json(dict(snapshot.type_versions)),
+                _json({t: dict(h) for t, h in snapshot.hashes.items() if h}),
+            )
+        for column, value in zip(
+            columns,
+            (
+                proxy_id,
+                snapshot.version,
+                *manifest,
+                _json(list(snapshot.warnings)),
+                _json(dict(snapshot.metadata)),
+            ),
+            strict=True,
+        ):
+            column.append(value)
+    if connection.vendor != "postgresql":
+        versions = ProxyVersion.objects.bulk_create(
+            ProxyVersion(
+                proxy_id=proxy_id,
+                version=version,
+                revision=revision,
+                compiled_at=now,
+                type_versions=json.loads(type_versions),
+                resources=json.loads(resources),
+                warnings=json.loads(warnings),
+                metadata=json.loads(metadata),
+            )
+            for proxy_id, version, type_versions, resources, warnings, metadata in zip(
+                *columns, strict=True
+            )
+        )
+        return {v.proxy_id: v.pk for v in versions}
+    table = connection.ops.quote_name(ProxyVersion._meta.db_table)
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (proxy_id, version, revision, compiled_at, type_versions,"
+            " resources, warnings, metadata)"
+            " SELECT u.proxy_id, u.version, %b, %b, u.type_versions::jsonb, u.resources::jsonb,"
+            " u.warnings::jsonb, u.metadata::jsonb"
+            " FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+            " AS u(proxy_id, version, type_versions, resources, warnings, metadata)"
+            " RETURNING proxy_id, id",
+            [revision, now, *columns],
+        )
+        return dict(cursor.fetchall())
+
+
+@contextmanager
+def _binary_cursor() -> Iterator[Any]:
+    """A psycopg cursor on Django's connection (so in its transaction) binding parameters
+    on the server, `%b` in binary: arrays of 1,000 strings cost microseconds, where
+    Django's client-side binding quotes each element in Python. PostgreSQL only."""
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
+def _update_variants(updates: Mapping[int, _Update]) -> None:
+    """Point each variant (by pk) at its new current version and revision, and rewrite its
+    `requires` where that changed."""
+    if not updates:
+        return
+    if connection.vendor != "postgresql":
+        ProxyConfig.objects.bulk_update(
+            [
+                ProxyConfig(
+                    pk=pk, current_id=u.current_id, revision=u.revision, requires=u.requires
+                )
+                for pk, u in updates.items()
+            ],
+            ["current", "revision", "requires"],
+            batch_size=500,
+        )
+        return
+    table = connection.ops.quote_name(ProxyConfig._meta.db_table)
+    pks = list(updates)
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS p SET current_id = u.current_id, revision = u.revision,"
+            " requires = COALESCE(u.requires::jsonb, p.requires)"
+            " FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], %b::text[])"
+            " AS u(id, current_id, revision, requires) WHERE p.id = u.id",
+            [
+                pks,
+                [updates[pk].current_id for pk in pks],
+                [updates[pk].revision for pk in pks],
+                [
+                    _json(updates[pk].requires) if updates[pk].requires_changed else None
+                    for pk in pks
+                ],
+            ],
+        )
 
 
 def _store_resources(mesh_id: int, snapshots: Iterable["Snapshot"]) -> None:
@@ -237,15 +401,32 @@ def _store_resources(mesh_id: int, snapshots: Iterable["Snapshot"]) -> None:
 
 
 def _trim_history(proxy_ids: list[int]) -> None:
-    ranked = (
-        ProxyVersion.objects.filter(proxy_id__in=proxy_ids)
-        .annotate(rank=Window(RowNumber(), partition_by=[F("proxy_id")], order_by=F("id").desc()))
-        .filter(rank__gt=HISTORY_LIMIT)
-        .values_list("id", flat=True)
-    )
-    old = list(ranked)
-    if old:
-        ProxyVersion.objects.filter(pk__in=old).delete()
+    """Keep the newest HISTORY_LIMIT versions of each proxy. On PostgreSQL one statement
+    finds, per proxy, the version just past the limit through the (proxy, -id) index and
+    deletes from there down: a few index entries per proxy, whatever its history."""
+    if connection.vendor != "postgresql":
+        ranked = (
+            ProxyVersion.objects.filter(proxy_id__in=proxy_ids)
+            .annotate(
+                rank=Window(RowNumber(), partition_by=[F("proxy_id")], order_by=F("id").desc())
+            )
+            .filter(rank__gt=HISTORY_LIMIT)
+            .values_list("id", flat=True)
+        )
+        old = list(ranked)
+        if old:
+            ProxyVersion.objects.filter(pk__in=old).delete()
+        return
+    table = connection.ops.quote_name(ProxyVersion._meta.db_table)
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} AS v USING ("
+            " SELECT p.id AS proxy_id, (SELECT h.id FROM "
+            f"{table} AS h WHERE h.proxy_id = p.id ORDER BY h.id DESC OFFSET %b LIMIT 1) AS cutoff"
+            " FROM unnest(%b::bigint[]) AS p(id)) AS t"
+            " WHERE v.proxy_id = t.proxy_id AND v.id <= t.cutoff",
+            [HISTORY_LIMIT, proxy_ids],
+        )
 
 
 def record_compiled(state: CompileState, loaded: "LoadedMesh", result: "CompileResult") -> None:

@@ -1,0 +1,111 @@
+"""Storing a compile that reaches many proxies: exactly one new version per changed proxy,
+each pointing at it, history bounded per proxy, `requires` rewritten only where the graph
+moved, and the same result as a compile of each proxy on its own."""
+
+import pytest
+
+from meshapi.models import Mesh, ProxyConfig, ProxyVersion
+from meshapi.models.proxies import HISTORY_LIMIT
+from meshapi.services import proxies as store
+from meshapi.services import resources
+from meshapi.services.kinds import VIRTUAL_NODE
+from tenants.services import create_tenant
+from tests.workers import meshes
+from workers import loader, publish
+from workers.celery import app
+from workers.compiler import ProxyRequest, compile_proxy
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CLIENTS = [f"client-{i:02d}" for i in range(12)]
+CATALOG = {"backends": [{"virtualService": {"virtualServiceName": "catalog.shop.local"}}]}
+
+
+@pytest.fixture
+def embedded(settings):
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    settings.REDIS_URL = ""
+    yield
+    app.conf.task_always_eager = eager
+
+
+@pytest.fixture
+def mesh(embedded):
+    tenant = create_tenant("acme", "alice@example.com")[0]
+    mesh = meshes.shop(tenant)
+    for name in CLIENTS:
+        resources.create(
+            tenant, VIRTUAL_NODE, meshes.WRITER, mesh_name="shop", name=name, spec=CATALOG
+        )
+    return mesh
+
+
+def drain(subscription) -> list[dict]:
+    out = []
+    while (message := subscription.get(timeout=0.05)) is not None:
+        out.append(message)
+    return out
+
+
+def reached(mesh) -> dict[str, ProxyConfig]:
+    """The proxies a catalog route change reaches: frontend and the clients."""
+    rows = ProxyConfig.objects.filter(mesh=mesh, name__in=["frontend", *CLIENTS])
+    return {row.name: row for row in rows.select_related("current")}
+
+
+def test_a_change_reaching_n_proxies_stores_n_versions_and_history_stays_bounded(mesh):
+    tenant = mesh.tenant
+    initial = {name: row.history.count() for name, row in reached(mesh).items()}
+    others = ProxyConfig.objects.filter(mesh=mesh).exclude(name__in=list(initial))
+    untouched = {row.name: (row.current_id, row.history.count()) for row in others}
+    for i in range(HISTORY_LIMIT + 3):
+        before = ProxyVersion.objects.filter(proxy__mesh=mesh).count()
+        with publish.subscribe() as subscription:
+            meshes.split(tenant, "shop", 10 + i, 90 - i)
+            messages = drain(subscription)
+        rows = reached(mesh)
+        assert sorted(m["proxy"].rsplit("/", 1)[1] for m in messages) == sorted(rows)
+        assert {m["version"] for m in messages} == {row.current.version for row in rows.values()}
+        after = ProxyVersion.objects.filter(proxy__mesh=mesh).count()
+        trimmed = sum(initial[name] + i + 1 > HISTORY_LIMIT for name in rows)
+        assert after - before == len(rows) - trimmed
+        revision = Mesh.objects.get(pk=mesh.pk).revision
+        for name, row in rows.items():
+            history = list(row.history.order_by("-id"))
+            assert len(history) == min(initial[name] + i + 1, HISTORY_LIMIT)
+            assert history[0].pk == row.current_id and row.revision == revision
+    # The proxies the route does not reach kept their version and history.
+    assert {row.name: (row.current_id, row.history.count()) for row in others} == untouched
+
+
+def test_stored_requires_follow_the_graph_and_a_moved_proxy_leaves_the_route(mesh):
+    tenant = mesh.tenant
+    row = ProxyConfig.objects.get(mesh=mesh, name=CLIENTS[0])
+    assert "route catalog/catalog-split" in row.requires
+    resources.update(
+        tenant,
+        VIRTUAL_NODE,
+        meshes.WRITER,
+        mesh_name="shop",
+        name=CLIENTS[0],
+        spec={"backends": [{"virtualService": {"virtualServiceName": "frontend.shop.local"}}]},
+    )
+    row.refresh_from_db()
+    assert "route catalog/catalog-split" not in row.requires
+    assert "virtualService frontend.shop.local" in row.requires
+    moved = row.current_id
+    unchanged = ProxyConfig.objects.get(mesh=mesh, name=CLIENTS[1])
+    meshes.split(tenant, "shop", 70, 30)
+    row.refresh_from_db()
+    assert row.current_id == moved  # the route no longer reaches it
+    assert ProxyConfig.objects.get(pk=unchanged.pk).current_id != unchanged.current_id
+
+
+def test_stored_versions_are_what_each_proxy_compiles_to_on_its_own(mesh):
+    meshes.split(mesh.tenant, "shop", 30, 70)
+    for key, row in store.stored_variants(mesh.id).items():
+        kind, name, consumer, interception = key[:4]
+        alone = loader.load(mesh.id).ctx  # a fresh context: nothing shared with others
+        snapshot = compile_proxy(alone, ProxyRequest(kind, name, consumer, interception))
+        assert row.version == snapshot.version, key

@@ -2,9 +2,9 @@
 next to an nginx pair (plain HTTP proxy), and what the agent and Envoy cost in memory.
 
     DATABASE_URL=postgres://… .venv/bin/python bench/dataplane.py \
-        [--rounds 12] [--seconds 3] [--rate 1000] [--connections 16]
+        [--rounds 15] [--seconds 2] [--rate 1000] [--connections 16] [--mtls STRICT]
 
-Three paths to one upstream server, measured in the same run:
+Four paths to one upstream server, measured in the same run:
 
 1. direct: load generator → upstream;
 2. nginx pair: generator → nginx (client side) → nginx (server side) → upstream. Debian's
@@ -12,15 +12,20 @@ Three paths to one upstream server, measured in the same run:
    free loopback ports, `daemon off`), 2 workers each (Envoy's default concurrency here is
    the number of cores: 2), `proxy_http_version 1.1` with upstream keepalive, no access log.
    Skipped with a message when `nginx` is not installed;
-3. Envoy pair: generator → caller's Envoy egress listener → callee's Envoy ingress (automatic
+3. static Envoy pair: the same two hops through two Envoys started by hand from a minimal
+   static bootstrap (one listener, the router filter, one cluster; no TLS, no agent), 2
+   workers each (Envoy's default here): what Envoy itself costs, apart from the mesh;
+4. Envoy pair: generator → caller's Envoy egress listener → callee's Envoy ingress (automatic
    mTLS, mesh policy STRICT; the callee authorizes the caller's SPIFFE id) → upstream. Built
    as `make demo`'s scene builds it (meshapi/demo): the control plane in this process on
    embedded defaults (API thread, in-process compile, xDS server thread; REDIS_URL is ignored)
    on a PostgreSQL database of its own (created and dropped here), a mesh `shop` applied
-   through boto3 (virtual node `server` with the callee's ingress as its static endpoint,
-   virtual service `server.shop.local`, virtual node `client` whose backend it is) and two
-   `meshagent run` processes in explicit mode, each starting its Envoy. No access logs on
-   either proxy. Skipped with a message without DATABASE_URL or an Envoy binary.
+   through boto3 (virtual node `server` listening on 8080, virtual service
+   `server.shop.local`, virtual node `client` whose backend it is) and two `meshagent run`
+   processes in explicit mode, each starting its Envoy (the server's agent registers its
+   Envoy ingress as the endpoint of server:8080). No access logs on
+   either proxy. Skipped with a message without DATABASE_URL or an Envoy binary
+   (`--mtls DISABLED` runs it without TLS).
 
 The upstream (asyncio, raw HTTP/1.1 keep-alive, answers every request with 1 KiB) and the
 load generator are processes of their own. The generator (asyncio, raw HTTP/1.1) keeps 16
@@ -34,9 +39,9 @@ CPU share of a core is reported: near 100 % it would be the bottleneck.
 Rounds are interleaved (every round runs each path once, the order rotating), and the
 reported numbers are medians over rounds: added latency per round = the path's percentile
 minus the direct path's in the same round; CPU µs per request of the proxies (utime + stime
-from /proc of both nginx masters and their workers, of both Envoys; the two meshagents
-apart) over every request of the phase; VmRSS of each agent and each Envoy after each Envoy
-phase. Every phase has a time limit, all children are stopped in `finally` and on SIGTERM
+from /proc of both nginx masters and their workers, of both Envoys of a pair; the two
+meshagents apart) over every request of the phase; VmRSS of each agent and each Envoy after
+each Envoy phase. Every phase has a time limit, all children are stopped in `finally` and on SIGTERM
 (and get SIGTERM if this process dies: prctl). Reports, never asserts.
 """
 
@@ -63,7 +68,7 @@ ROOT = Path(SCRIPT).parent.parent
 if __package__ in (None, ""):  # run as a script: import the project as a package
     sys.path[0] = str(ROOT)
 
-PATHS = ("direct", "nginx", "envoy")
+PATHS = ("direct", "nginx", "envoy-static", "envoy")
 SERVICE = "server.shop.local"  # the callee's virtual service (mesh `shop`: meshapi.demo.scene)
 SERVICE_PORT = 8080  # the callee's listener port in the mesh (its Envoy ingress is elsewhere)
 GOALS = {"p99_ratio": 1.5, "agent_rss_mb": 60.0}
@@ -290,33 +295,88 @@ http {{
 """
 
 
-class NginxPair:
-    """Client-side nginx → server-side nginx → upstream, each nginx a process of ours."""
+def nginx_command(binary: str, prefix: Path, listen: int, next_hop: int) -> list[str]:
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(prefix=prefix, upstream=next_hop, listen=listen))
+    return [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"),
+            "-g", "daemon off;"]  # fmt: skip
 
-    def __init__(self, binary: str, root: Path, upstream: int, taken: set[int]) -> None:
+
+def static_envoy_command(binary: str, prefix: Path, listen: int, next_hop: int) -> list[str]:
+    """A minimal Envoy: one HTTP listener, the router filter, one static cluster; no TLS,
+    no agent, no xDS (what Envoy itself costs, apart from the mesh's configuration)."""
+
+    def address(port: int) -> dict:
+        return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network"
+        ".http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "bench",
+        "route_config": {
+            "virtual_hosts": [
+                {"name": "all", "domains": ["*"],
+                 "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "next_hop"}}]}
+            ]
+        },
+        "http_filters": [
+            {"name": "envoy.filters.http.router",
+             "typed_config": {"@type": "type.googleapis.com/"
+                              "envoy.extensions.filters.http.router.v3.Router"}}
+        ],
+    }  # fmt: skip
+    bootstrap = {
+        "admin": {"address": address(0)},
+        "static_resources": {
+            "listeners": [
+                {"name": "bench", "address": address(listen),
+                 "filter_chains": [{"filters": [
+                     {"name": "envoy.filters.network.http_connection_manager",
+                      "typed_config": hcm}]}]}
+            ],
+            "clusters": [
+                {"name": "next_hop", "type": "STATIC", "connect_timeout": "1s",
+                 "load_assignment": {"cluster_name": "next_hop", "endpoints": [
+                     {"lb_endpoints": [{"endpoint": {"address": address(next_hop)}}]}]}}
+            ],
+        },
+    }  # fmt: skip
+    conf = prefix / "bootstrap.json"
+    conf.write_text(json.dumps(bootstrap, indent=1))
+    return [binary, "-c", str(conf), "--disable-hot-restart", "--log-level", "warning"]
+
+
+class ProxyPair:
+    """Client-side proxy → server-side proxy → upstream, each proxy a process of ours
+    started by `command(binary, prefix, listen, next_hop)`."""
+
+    def __init__(
+        self, name: str, binary: str, command, root: Path, upstream: int, taken: set[int]
+    ) -> None:
         self.procs: list[subprocess.Popen] = []
         self.root = root
         server_port, self.port = pick_port(taken), pick_port(taken)
-        for name, listen, next_hop in (
-            ("server-side", server_port, upstream),
-            ("client-side", self.port, server_port),
-        ):
-            prefix = root / name
-            prefix.mkdir(parents=True)
-            conf = prefix / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(prefix=prefix, upstream=next_hop, listen=listen))
-            cmd = [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
-            with open(prefix / "stderr.log", "wb") as log:
-                self.procs.append(
-                    subprocess.Popen(
-                        guarded([*cmd, "-g", "daemon off;"]),
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
+        try:
+            for side, listen, next_hop in (
+                ("server-side", server_port, upstream),
+                ("client-side", self.port, server_port),
+            ):
+                prefix = root / side
+                prefix.mkdir(parents=True)
+                with open(prefix / "output.log", "wb") as log:
+                    self.procs.append(
+                        subprocess.Popen(
+                            guarded(command(binary, prefix, listen, next_hop)),
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                        )
                     )
-                )
-        for proc, listen in zip(self.procs, (server_port, self.port), strict=True):
-            _wait_listening(listen, 10, lambda p=proc: p.poll() is None, "nginx", root)
+            for proc, listen in zip(self.procs, (server_port, self.port), strict=True):
+                _wait_listening(listen, 15, lambda p=proc: p.poll() is None, name, root)
+        except BaseException:
+            self.stop()
+            raise
 
     def pids(self) -> list[int]:
         from bench.cpu import children
@@ -360,7 +420,7 @@ class EnvoyPair:
 
     def pids(self) -> dict[str, list[int]]:
         return {
-            "envoy": [self.envoy_pid(n) for n in self.agents],
+            "proxies": [self.envoy_pid(n) for n in self.agents],
             "agents": [a.proc.pid for a in self.agents.values()],
         }
 
@@ -377,7 +437,9 @@ class EnvoyPair:
             self.api.stop()
 
 
-def start_envoy_pair(root: Path, envoy: str, upstream: int, taken: set[int]) -> EnvoyPair:
+def start_envoy_pair(
+    root: Path, envoy: str, upstream: int, taken: set[int], mtls: str = "STRICT"
+) -> EnvoyPair:
     import boto3
     from botocore.config import Config
 
@@ -422,7 +484,7 @@ def start_envoy_pair(root: Path, envoy: str, upstream: int, taken: set[int]) -> 
             ],
         )  # fmt: skip
         native = scene.NativeApi(pair.api.url, key.key.key_id, key.secret)
-        native.call("PUT", f"/meshes/{scene.MESH}/mtls", (200,), json={"mode": "STRICT"})
+        native.call("PUT", f"/meshes/{scene.MESH}/mtls", (200,), json={"mode": mtls})
         run_compile(Mesh.objects.get(tenant=tenant, name=scene.MESH).id, full=True)
         pair.xds = XdsThread()
         pair.xds.start()
@@ -538,7 +600,8 @@ def report(args: argparse.Namespace, rounds: list[dict], rss: dict, info: dict) 
     print()
     print(
         f"data plane: {len(rounds)} rounds × {args.seconds:g} s per path at {args.rate:g} "
-        f"req/s, {args.connections} connections, {args.body}-byte bodies; load average "
+        f"req/s, {args.connections} connections, {args.body}-byte bodies, Envoy pair mTLS "
+        f"{args.mtls}; load average "
         f"{info['load_before']} before, {info['load_after']} after (max 1-min "
         f"{info['load_max']:.2f})"
     )
@@ -573,7 +636,7 @@ def report(args: argparse.Namespace, rounds: list[dict], rss: dict, info: dict) 
     print("|---" * 12 + "|")
     for path in paths:
         errors = sum(sum(r[path]["errors"].values()) for r in rounds if path in r)
-        proxy = med(path, "cpu_us", "nginx") if path == "nginx" else med(path, "cpu_us", "envoy")
+        proxy = med(path, "cpu_us", "proxies")
         agents = med(path, "cpu_us", "agents")
         cells = [path] + [_fmt(med(path, "latency", q), ".3f") for q in ("p50", "p90", "p99")]
         cells += [
@@ -615,15 +678,17 @@ def report(args: argparse.Namespace, rounds: list[dict], rss: dict, info: dict) 
             f"goal: Envoy-pair added p99 {envoy_p99:.3f} ms = {ratio:.2f}× the nginx pair's "
             f"{nginx_p99:.3f} ms (goal ≤ {GOALS['p99_ratio']}×): {verdict}"
         )
-        for q in ("p50", "p90"):
-            e, n = added("envoy", "latency", q), added("nginx", "latency", q)
-            if e is not None and n:
-                print(f"      added {q}: Envoy pair {e:.3f} ms = {e / n:.2f}× nginx's {n:.3f} ms")
-        e, n = med("envoy", "cpu_us", "envoy"), med("nginx", "cpu_us", "nginx")
-        if e is not None and n:
-            print(
-                f"      proxy CPU per request: Envoy pair {e:.0f} µs = {e / n:.2f}× nginx's {n:.0f}"
-            )
+    for path, base in (("envoy", "nginx"), ("envoy-static", "nginx"), ("envoy", "envoy-static")):
+        parts = []
+        for q in ("p50", "p90", "p99"):
+            a, b = added(path, "latency", q), added(base, "latency", q)
+            if a is not None and b is not None:
+                parts.append(f"added {q} {a:.3f} vs {b:.3f} ms")
+        a, b = med(path, "cpu_us", "proxies"), med(base, "cpu_us", "proxies")
+        if a is not None and b:
+            parts.append(f"proxy CPU {a:.0f} vs {b:.0f} µs/req ({a / b:.2f}×)")
+        if parts:
+            print(f"{path} vs {base}: " + "; ".join(parts))
     agent_rss = [v for name, values in rss.items() if name.startswith("agent") for v in values]
     if agent_rss:
         top = max(agent_rss)
@@ -660,13 +725,19 @@ def rss_mb(pid: int) -> float:
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=12, help="interleaved rounds")
-    parser.add_argument("--seconds", type=float, default=3.0, help="recorded s per path per round")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    parser.add_argument("--seconds", type=float, default=2.0, help="recorded s per path per round")
     parser.add_argument("--rate", type=float, default=1000.0, help="requests per second")
     parser.add_argument("--connections", type=int, default=16, help="keep-alive connections")
     parser.add_argument("--body", type=int, default=1024, help="request and answer body bytes")
     parser.add_argument("--warmup", type=float, default=0.5, help="unrecorded s per phase")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument(
+        "--mtls",
+        choices=("STRICT", "PERMISSIVE", "DISABLED"),
+        default="STRICT",
+        help="the mesh's automatic mTLS for the Envoy pair (DISABLED: what TLS costs)",
+    )
     args = parser.parse_args(argv)
     for flag in ("rounds", "seconds", "rate", "connections", "warmup"):
         limit = {"rounds": 100, "seconds": 10, "rate": 20000, "connections": 256, "warmup": 5}
@@ -689,7 +760,7 @@ def main(argv: list[str]) -> None:
     load_max = 0.0
     info = {"load_before": loadavg(), "skipped": skipped}
     children: list[Any] = []
-    nginx: NginxPair | None = None
+    pairs: list[Any] = []  # ProxyPairs and the EnvoyPair, stopped in finally
     envoy: EnvoyPair | None = None
     db = None
     env = clean_env()
@@ -717,29 +788,41 @@ def main(argv: list[str]) -> None:
             )
             if binary is None:
                 skipped["nginx"] = "no nginx binary: apt-get install -y nginx-light"
-                print("nginx pair skipped: no nginx binary (apt-get install -y nginx-light)")
             else:
-                nginx = NginxPair(binary, root / "nginx", upstream_port, taken)
-                targets.append(Target("nginx", nginx.port, "upstream", {"nginx": nginx.pids()}))
-                print(f"nginx pair: {binary}, client side :{nginx.port}", flush=True)
+                pair = ProxyPair(
+                    "nginx", binary, nginx_command, root / "nginx", upstream_port, taken
+                )
+                pairs.append(pair)
+                targets.append(Target("nginx", pair.port, "upstream", {"proxies": pair.pids()}))
+                print(f"nginx pair: {binary}, client side :{pair.port}", flush=True)
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshapi.settings")
+        from meshapi.demo.scene import find_envoy
+
+        envoy_binary = find_envoy()
+        if "envoy-static" in args.paths:
+            if envoy_binary is None:
+                skipped["envoy-static"] = "no Envoy binary: make envoy, or MESHPLANE_ENVOY_BIN"
+            else:
+                pair = ProxyPair(
+                    "envoy-static", envoy_binary, static_envoy_command, root / "envoy-static",
+                    upstream_port, taken,
+                )  # fmt: skip
+                pairs.append(pair)
+                proxies = {"proxies": pair.pids()}
+                targets.append(Target("envoy-static", pair.port, "upstream", proxies))
+                print(f"static Envoy pair: {envoy_binary}, client side :{pair.port}", flush=True)
 
         if "envoy" in args.paths:
-            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshapi.settings")
             os.environ.pop("REDIS_URL", None)  # embedded: this process compiles and serves xDS
-            from meshapi.demo.scene import find_envoy
-
             if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
                 skipped["envoy"] = "DATABASE_URL must name a PostgreSQL server"
+            elif envoy_binary is None:
+                skipped["envoy"] = "no Envoy binary: make envoy, or MESHPLANE_ENVOY_BIN"
             else:
                 import django
 
                 django.setup()
-                binary = find_envoy()
-                if binary is None:
-                    skipped["envoy"] = "no Envoy binary: make envoy, or MESHPLANE_ENVOY_BIN"
-            if "envoy" in skipped:
-                print(f"Envoy pair skipped: {skipped['envoy']}")
-            else:
                 from django.db import connection
 
                 db = (connection, connection.settings_dict["NAME"])
@@ -747,10 +830,18 @@ def main(argv: list[str]) -> None:
                 test["NAME"] = f"bench_dataplane_{os.getpid()}"
                 connection.creation.create_test_db(verbosity=0, autoclobber=True)
                 print(f"Envoy pair: starting (database {database_url(connection.settings_dict)})")
-                envoy = start_envoy_pair(root / "envoy", binary, upstream_port, taken)
+                envoy = start_envoy_pair(
+                    root / "envoy", envoy_binary, upstream_port, taken, args.mtls
+                )
+                pairs.append(envoy)
                 targets.append(Target("envoy", envoy.port, SERVICE, envoy.pids()))
-                print(f"Envoy pair: {binary}, client's egress :{envoy.port}", flush=True)
+                print(
+                    f"Envoy pair: {envoy_binary}, client's egress :{envoy.port}, mTLS {args.mtls}",
+                    flush=True,
+                )
 
+        for path, why in skipped.items():
+            print(f"{path} pair skipped: {why}")
         print(f"warm-up: 1 s per path (load average {loadavg()})", flush=True)
         warm = argparse.Namespace(**{**vars(args), "seconds": 1.0})
         for target in targets:
@@ -771,17 +862,18 @@ def main(argv: list[str]) -> None:
             load_max = max(load_max, float(loadavg().split()[0]))
             summary = ", ".join(
                 f"{name} p50/p99 {r['latency'].get('p50')}/{r['latency'].get('p99')} ms"
+                + (f" {r['cpu_us']['proxies']:.0f} µs" if "proxies" in r["cpu_us"] else "")
                 for name, r in row.items()
             )
             print(f"round {i + 1}/{args.rounds}: {summary} (load average {loadavg()})", flush=True)
     finally:
         info["load_after"] = loadavg()
         info["load_max"] = load_max
-        for part in (envoy, nginx):
-            if part is not None:
-                part.stop()
+        for pair in reversed(pairs):
+            pair.stop()
         for child in children:
             child.stop()
+        (root / "rounds.json").write_text(json.dumps({"rounds": rounds, "rss": rss}, indent=1))
         report(args, rounds, rss, info)
         if db is not None:
             drop_database(*db)
@@ -790,7 +882,8 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] in ("--upstream", "--load"):
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        # Stateless: end at once (a clean exit would wait for the thread reading stdin).
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(143))
         if sys.argv[1] == "--upstream":
             asyncio.run(run_upstream(int(sys.argv[2])))
         else:

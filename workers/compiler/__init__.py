@@ -17,7 +17,9 @@ Public API (what the pipeline calls):
 - `compile_proxy(ctx, proxy)` compiles one proxy (a `ProxyRequest`: virtual node or gateway,
   consumer `envoy` | `grpc`, interception `redirect` | `explicit`). Reuse one `ctx` for all
   proxies of a mesh compile: identical routes, route configurations and clusters are then
-  built once and shared (memoized on the context).
+  built once and shared (memoized on the context), and virtual nodes with the same spec
+  asking for the same variant are compiled once (outside automatic mTLS, the only place a
+  node's own name reaches its configuration).
 - `proxies_of(ctx)` lists a `ProxyRequest` per virtual node and gateway with the default
   consumer (`envoy`) and interception (`redirect`); an agent declaring other values in its
   node metadata gets `dataclasses.replace(proxy, consumer=..., interception=...)`.
@@ -34,6 +36,8 @@ automatic mTLS (`MeshContext.mtls_mode`, `trust_domain`) secures listeners witho
 Mesh TLS and the clusters towards them over the identity / mesh CA secrets (tls.py), and
 authorizes callers by SPIFFE id with RBAC (authz.py, generators/rbac.py).
 """
+
+import dataclasses
 
 from workers.compiler.context import (
     GATEWAY,
@@ -67,6 +71,34 @@ __all__ = [
 
 
 def compile_proxy(ctx: MeshContext, proxy: ProxyRequest) -> Snapshot:
+    """One proxy's snapshot. Virtual nodes with the same spec asking for the same variant
+    get the same configuration, unless the mesh's automatic mTLS is on (a node's own
+    identity and its callers then enter its listeners): within one context such a node is
+    compiled once and the others get that snapshot under their own node id."""
+    shape = _shape(ctx, proxy)
+    if shape is not None:
+        found = ctx._memo.get(shape)
+        if found is not None:
+            return dataclasses.replace(found, node_id=proxy.node_id(ctx.mesh_name), proxy=proxy)
+    snapshot = _compile(ctx, proxy)
+    if shape is not None:
+        ctx._memo[shape] = snapshot
+    return snapshot
+
+
+def _shape(ctx: MeshContext, proxy: ProxyRequest) -> tuple | None:
+    """What a virtual node's configuration is computed from besides the mesh: its spec
+    and the variant, never its name (which only mTLS's identities and authorization use).
+    None where the name counts: gateways (route names carry it), mTLS, a missing node."""
+    if proxy.kind != NODE or ctx.mtls:
+        return None
+    spec = ctx.virtual_nodes.get(proxy.name)
+    if spec is None:
+        return None
+    return ("proxy_shape", dataclasses.replace(proxy, name=""), spec)
+
+
+def _compile(ctx: MeshContext, proxy: ProxyRequest) -> Snapshot:
     plan = make_plan(ctx, proxy)
     out = Builder(plan)
     for generate in PROFILES[proxy.consumer]:

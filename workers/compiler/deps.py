@@ -57,7 +57,15 @@ def _service(ctx: MeshContext, service: str) -> frozenset[Dep]:
 
 
 def requires(ctx: MeshContext, proxy: Proxy) -> frozenset[Dep]:
-    """Everything a proxy's configuration is computed from."""
+    """Everything a proxy's configuration is computed from (memoized on the context)."""
+    key = ("requires", proxy)
+    found = ctx._memo.get(key)
+    if found is None:
+        found = ctx._memo[key] = _requires(ctx, proxy)
+    return found
+
+
+def _requires(ctx: MeshContext, proxy: Proxy) -> frozenset[Dep]:
     kind, name = proxy
     deps: set[Dep] = {("mesh", ctx.mesh_name), (kind, name)}
     if kind == NODE:
@@ -102,12 +110,23 @@ def dependents(
     changes = _normalise(changed)
     if any(kind == "mesh" for kind, _ in changes):
         return set(all_proxies(ctx))
-    out = set()
+    out: set[Proxy] = set()
     for graph in (ctx, previous) if previous is not None else (ctx,):
-        for proxy in all_proxies(graph):
-            if proxy in out:
-                continue
-            if requires(graph, proxy) & changes:
-                out.add(proxy)
+        index = _reverse(graph)
+        for change in changes:
+            out.update(index.get(change, ()))
     present = set(all_proxies(ctx))
     return {p for p in out if p in present}
+
+
+def _reverse(ctx: MeshContext) -> dict[Dep, list[Proxy]]:
+    """Input → the proxies that require it, built once per context: each `dependents`
+    call then costs what the change touches, not proxies × inputs."""
+    found = ctx._memo.get(("reverse",))
+    if found is None:
+        found = {}
+        for proxy in all_proxies(ctx):
+            for dep in requires(ctx, proxy):
+                found.setdefault(dep, []).append(proxy)
+        ctx._memo[("reverse",)] = found
+    return found

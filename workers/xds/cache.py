@@ -80,8 +80,9 @@ class Resource:
         )
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
+    """A variant (a tuple: hashed and compared in C, as it is per proxy on every push)."""
+
     tenant: str  # account id
     node_id: str  # mesh/<mesh>/<kind>/<name>
     consumer: str
@@ -123,13 +124,13 @@ Watcher = Callable[[Entry], None]
 
 
 class Stored(NamedTuple):
-    """A variant's current stored version, as read for the cache."""
+    """A variant's current stored version, as read for the cache (its manifest,
+    {type_url: {name: digest}}, is read only for type versions new to the replica)."""
 
     mesh_id: int
     seq: int
     version: str
     type_versions: dict
-    manifest: str  # JSON {type_url: {name: digest}}, decoded only when a type is new here
 
 
 class Bucket(dict):
@@ -210,10 +211,12 @@ class ConfigCache:
 
     def load_many(self, keys: list[Key]) -> list[Entry]:
         """Read the current stored version of each key: per mesh, one query for the
-        variants and one for the resources not encoded on this replica yet, so the
-        publish of a change reaching 1,000 proxies is a handful of queries."""
-        from django.db import close_old_connections
+        variants' versions, one for the manifests of type versions this replica has not
+        seen (one stored version each) and one for the resources not encoded here yet, so
+        the publish of a change reaching 1,000 proxies is a handful of small queries."""
+        from django.db import close_old_connections, connection
         from django.db.models import TextField
+        from django.db.models.expressions import RawSQL
         from django.db.models.functions import Cast
 
         from meshapi.models import ProxyConfig
@@ -226,16 +229,21 @@ class ConfigCache:
             out: list[Entry] = []
             for (tenant, mesh), group in by_mesh.items():
                 wanted = set(group)
-                # Plain tuples, not models: this runs for every proxy a change reaches. The
-                # manifest comes as text: most of its types are already cached by version.
+                names: object = {k.name for k in group}
+                if connection.vendor == "postgresql" and len(names) > 10:
+                    # One parameter, not one quoted literal per name (client-side binding).
+                    names = RawSQL(
+                        "SELECT jsonb_array_elements_text(%s::jsonb)", [json.dumps(sorted(names))]
+                    )
+                # Plain tuples, not models: this runs for every proxy a change reaches.
                 rows = (
                     ProxyConfig.objects.filter(
                         tenant__account_id=tenant,
                         mesh__name=mesh,
-                        name__in={k.name for k in group},
+                        name__in=names,
                         current__isnull=False,
                     )
-                    .annotate(manifest_text=Cast("current__resources", TextField()))
+                    .annotate(types_text=Cast("current__type_versions", TextField()))
                     .values_list(
                         "kind",
                         "name",
@@ -247,16 +255,18 @@ class ConfigCache:
                         "mesh_id",
                         "current_id",
                         "current__version",
-                        "current__type_versions",
-                        "manifest_text",
+                        "types_text",
                     )
                 )
                 found: dict[Key, Stored] = {}
-                for kind, name, *variant, mesh_id, seq, version, versions, manifest in rows:
+                decoded: dict[str, dict] = {}  # variants of one compile share most of them
+                for kind, name, *variant, mesh_id, seq, version, types_text in rows:
                     key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", *variant)
-                    stored = (mesh_id, seq, version, versions, manifest)
                     if key in wanted:
-                        found[key] = Stored(*stored)
+                        versions = decoded.get(types_text)
+                        if versions is None:
+                            versions = decoded[types_text] = json.loads(types_text or "{}")
+                        found[key] = Stored(mesh_id, seq, version, versions)
                 out.extend(Entry(key, None, 0) for key in group if key not in found)
                 if found:
                     out.extend(self._entries(found))
@@ -266,65 +276,77 @@ class ConfigCache:
 
     def _entries(self, rows: dict[Key, Stored]) -> list[Entry]:
         """Entries for stored variants of one mesh. A type version already cached is its
-        bucket, shared; only a new one decodes the manifest, and each resource missing
-        from the replica is read and encoded once."""
-        from meshapi.models import ConfigResource
+        bucket, shared; a new one is built from the manifest of one stored version that
+        has it, and each resource missing from the replica is read and encoded once."""
+        from django.db.models import TextField
+        from django.db.models.functions import Cast
+
+        from meshapi.models import ConfigResource, ProxyVersion
 
         mesh_id = next(iter(rows.values())).mesh_id
-        resources: dict[Key, dict[str, Bucket]] = {}
-        fresh: dict[tuple, Bucket] = {}  # buckets built by this load, cached once complete
-        missing: dict[tuple[str, str], list[tuple[Bucket, str]]] = {}
+        # ident (mesh, type, type version) → the bucket, or the seq whose manifest builds it
+        plan: dict[tuple, Bucket | None] = {}
+        source: dict[tuple, int] = {}
         with self._encoded_lock:
-            for key, row in rows.items():
-                buckets = resources[key] = {}
-                manifest = None
+            for row in rows.values():
                 for type_url in TYPES:
-                    type_version = row.type_versions.get(type_url)
-                    ident = (mesh_id, type_url, type_version)
-                    if type_version is not None:
-                        if ident in self._empty:
-                            continue
-                        bucket = self._buckets.get(ident)
-                        if bucket is None:
-                            bucket = fresh.get(ident)
-                        if bucket is not None:
-                            buckets[type_url] = bucket
-                            continue
-                    if manifest is None:
-                        manifest = json.loads(row.manifest) if row.manifest else {}
-                    names = manifest.get(type_url)
-                    if not names:
-                        if type_version is not None:
-                            self._empty.add(ident)
+                    ident = (mesh_id, type_url, row.type_versions.get(type_url, row.seq))
+                    if ident in plan or ident in self._empty:
                         continue
-                    bucket = buckets[type_url] = Bucket()
+                    plan[ident] = bucket = self._buckets.get(ident)
+                    if bucket is None:
+                        source[ident] = row.seq
+        fresh: dict[tuple, Bucket] = {}
+        if source:
+            manifests = dict(
+                ProxyVersion.objects.filter(pk__in=set(source.values()))
+                .annotate(manifest_text=Cast("resources", TextField()))
+                .values_list("pk", "manifest_text")
+            )
+            decoded = {seq: json.loads(text or "{}") for seq, text in manifests.items()}
+            missing: dict[tuple[str, str], list[tuple[Bucket, str]]] = {}
+            with self._encoded_lock:
+                for ident, seq in source.items():
+                    type_url = ident[1]
+                    names = decoded.get(seq, {}).get(type_url)
+                    if not names:
+                        if isinstance(ident[2], str):
+                            self._empty.add(ident)
+                        plan[ident] = None
+                        continue
+                    bucket = plan[ident] = fresh[ident] = Bucket()
                     for name, digest in names.items():
                         known = self._encoded.get((mesh_id, type_url, digest, name))
                         if known is not None:
                             bucket[name] = known
                         else:
                             missing.setdefault((type_url, digest), []).append((bucket, name))
-                    if type_version is not None:
-                        fresh[ident] = bucket
-        if missing:
-            bodies = ConfigResource.objects.filter(
-                mesh_id=mesh_id, digest__in={d for _, d in missing}
-            ).values_list("type_url", "digest", "body")
+            if missing:
+                bodies = ConfigResource.objects.filter(
+                    mesh_id=mesh_id, digest__in={d for _, d in missing}
+                ).values_list("type_url", "digest", "body")
+                with self._encoded_lock:
+                    for type_url, digest, body in bodies:
+                        for bucket, name in missing.get((type_url, digest), ()):
+                            ident = (mesh_id, type_url, digest, name)
+                            resource = self._encoded.get(ident)
+                            if resource is None:
+                                resource = Resource(type_url, name, digest, bytes(body))
+                                self._encoded[ident] = resource
+                            bucket[name] = resource
             with self._encoded_lock:
-                for type_url, digest, body in bodies:
-                    for bucket, name in missing.get((type_url, digest), ()):
-                        ident = (mesh_id, type_url, digest, name)
-                        resource = self._encoded.get(ident)
-                        if resource is None:
-                            resource = Resource(type_url, name, digest, bytes(body))
-                            self._encoded[ident] = resource
-                        bucket[name] = resource
-        with self._encoded_lock:
-            self._buckets.update(fresh)
-        return [
-            Entry(key, row.version, row.seq, dict(row.type_versions), resources[key])
-            for key, row in rows.items()
-        ]
+                self._buckets.update(
+                    (ident, bucket) for ident, bucket in fresh.items() if isinstance(ident[2], str)
+                )
+        out = []
+        for key, row in rows.items():
+            buckets: dict[str, dict[str, Resource]] = {}
+            for type_url in TYPES:
+                bucket = plan.get((mesh_id, type_url, row.type_versions.get(type_url, row.seq)))
+                if bucket is not None:
+                    buckets[type_url] = bucket
+            out.append(Entry(key, row.version, row.seq, dict(row.type_versions), buckets))
+        return out
 
     def stored_versions(self, keys: list[Key]) -> dict[Key, str | None]:
         """The current stored version of each key, one query per mesh (the poll)."""

@@ -105,7 +105,7 @@ class Key(NamedTuple):
         return self.node_id.split("/", 3)[3]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """A variant's configuration as stored: `version` None when it has none (not compiled
     yet, or the proxy was deleted): every type is then empty."""
@@ -278,75 +278,91 @@ class ConfigCache:
         """Entries for stored variants of one mesh. A type version already cached is its
         bucket, shared; a new one is built from the manifest of one stored version that
         has it, and each resource missing from the replica is read and encoded once."""
+        mesh_id = next(iter(rows.values())).mesh_id
+        # Per type: type version → its bucket (None: no resources). A type version missing
+        # from a row's type_versions (not expected) is keyed by the row's seq instead.
+        plan: dict[str, dict[object, Bucket | None]] = {t: {} for t in TYPES}
+        source: dict[tuple[str, object], int] = {}  # (type, type version) → seq to read
+        with self._encoded_lock:
+            for row in rows.values():
+                versions = row.type_versions
+                for type_url in TYPES:
+                    known = plan[type_url]
+                    type_version = versions.get(type_url, row.seq)
+                    if type_version in known:
+                        continue
+                    ident = (mesh_id, type_url, type_version)
+                    if ident in self._empty:
+                        known[type_version] = None
+                        continue
+                    known[type_version] = self._buckets.get(ident)
+                    if known[type_version] is None:
+                        source[(type_url, type_version)] = row.seq
+        if source:
+            self._build(mesh_id, source, plan)
+        out = []
+        for key, row in rows.items():
+            versions = row.type_versions
+            buckets: dict[str, dict[str, Resource]] = {}
+            for type_url in TYPES:
+                bucket = plan[type_url].get(versions.get(type_url, row.seq))
+                if bucket is not None:
+                    buckets[type_url] = bucket
+            out.append(Entry(key, row.version, row.seq, dict(versions), buckets))
+        return out
+
+    def _build(
+        self,
+        mesh_id: int,
+        source: dict[tuple[str, object], int],
+        plan: dict[str, dict[object, Bucket | None]],
+    ) -> None:
+        """Buckets of type versions new to the replica, from one stored manifest each."""
         from django.db.models import TextField
         from django.db.models.functions import Cast
 
         from meshapi.models import ConfigResource, ProxyVersion
 
-        mesh_id = next(iter(rows.values())).mesh_id
-        # ident (mesh, type, type version) → the bucket, or the seq whose manifest builds it
-        plan: dict[tuple, Bucket | None] = {}
-        source: dict[tuple, int] = {}
-        with self._encoded_lock:
-            for row in rows.values():
-                for type_url in TYPES:
-                    ident = (mesh_id, type_url, row.type_versions.get(type_url, row.seq))
-                    if ident in plan or ident in self._empty:
-                        continue
-                    plan[ident] = bucket = self._buckets.get(ident)
-                    if bucket is None:
-                        source[ident] = row.seq
+        manifests = dict(
+            ProxyVersion.objects.filter(pk__in=set(source.values()))
+            .annotate(manifest_text=Cast("resources", TextField()))
+            .values_list("pk", "manifest_text")
+        )
+        decoded = {seq: json.loads(text or "{}") for seq, text in manifests.items()}
         fresh: dict[tuple, Bucket] = {}
-        if source:
-            manifests = dict(
-                ProxyVersion.objects.filter(pk__in=set(source.values()))
-                .annotate(manifest_text=Cast("resources", TextField()))
-                .values_list("pk", "manifest_text")
-            )
-            decoded = {seq: json.loads(text or "{}") for seq, text in manifests.items()}
-            missing: dict[tuple[str, str], list[tuple[Bucket, str]]] = {}
+        missing: dict[tuple[str, str], list[tuple[Bucket, str]]] = {}
+        with self._encoded_lock:
+            for (type_url, type_version), seq in source.items():
+                names = decoded.get(seq, {}).get(type_url)
+                cacheable = isinstance(type_version, str)
+                if not names:
+                    if cacheable:
+                        self._empty.add((mesh_id, type_url, type_version))
+                    continue
+                bucket = plan[type_url][type_version] = Bucket()
+                if cacheable:
+                    fresh[(mesh_id, type_url, type_version)] = bucket
+                for name, digest in names.items():
+                    known = self._encoded.get((mesh_id, type_url, digest, name))
+                    if known is not None:
+                        bucket[name] = known
+                    else:
+                        missing.setdefault((type_url, digest), []).append((bucket, name))
+        if missing:
+            bodies = ConfigResource.objects.filter(
+                mesh_id=mesh_id, digest__in={d for _, d in missing}
+            ).values_list("type_url", "digest", "body")
             with self._encoded_lock:
-                for ident, seq in source.items():
-                    type_url = ident[1]
-                    names = decoded.get(seq, {}).get(type_url)
-                    if not names:
-                        if isinstance(ident[2], str):
-                            self._empty.add(ident)
-                        plan[ident] = None
-                        continue
-                    bucket = plan[ident] = fresh[ident] = Bucket()
-                    for name, digest in names.items():
-                        known = self._encoded.get((mesh_id, type_url, digest, name))
-                        if known is not None:
-                            bucket[name] = known
-                        else:
-                            missing.setdefault((type_url, digest), []).append((bucket, name))
-            if missing:
-                bodies = ConfigResource.objects.filter(
-                    mesh_id=mesh_id, digest__in={d for _, d in missing}
-                ).values_list("type_url", "digest", "body")
-                with self._encoded_lock:
-                    for type_url, digest, body in bodies:
-                        for bucket, name in missing.get((type_url, digest), ()):
-                            ident = (mesh_id, type_url, digest, name)
-                            resource = self._encoded.get(ident)
-                            if resource is None:
-                                resource = Resource(type_url, name, digest, bytes(body))
-                                self._encoded[ident] = resource
-                            bucket[name] = resource
-            with self._encoded_lock:
-                self._buckets.update(
-                    (ident, bucket) for ident, bucket in fresh.items() if isinstance(ident[2], str)
-                )
-        out = []
-        for key, row in rows.items():
-            buckets: dict[str, dict[str, Resource]] = {}
-            for type_url in TYPES:
-                bucket = plan.get((mesh_id, type_url, row.type_versions.get(type_url, row.seq)))
-                if bucket is not None:
-                    buckets[type_url] = bucket
-            out.append(Entry(key, row.version, row.seq, dict(row.type_versions), buckets))
-        return out
+                for type_url, digest, body in bodies:
+                    for bucket, name in missing.get((type_url, digest), ()):
+                        ident = (mesh_id, type_url, digest, name)
+                        resource = self._encoded.get(ident)
+                        if resource is None:
+                            resource = Resource(type_url, name, digest, bytes(body))
+                            self._encoded[ident] = resource
+                        bucket[name] = resource
+        with self._encoded_lock:
+            self._buckets.update(fresh)  # complete now: other loads may share them
 
     def stored_versions(self, keys: list[Key]) -> dict[Key, str | None]:
         """The current stored version of each key, one query per mesh (the poll)."""

@@ -29,8 +29,10 @@ class Served:
         old = self.entry
         if old is not None and entry.version is not None:
             for type_url in RETIRABLE:
-                keep = self.retiring[type_url]
                 new_names = entry.of(type_url)
+                if new_names is old.of(type_url):
+                    continue  # the same type version (a shared bucket): nothing dropped
+                keep = self.retiring[type_url]
                 for name, resource in old.of(type_url).items():
                     if name not in new_names:
                         keep[name] = resource

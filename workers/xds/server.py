@@ -9,11 +9,11 @@ passes them through, so a resource is encoded once per version for every stream.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -210,6 +210,10 @@ class XdsServer:
         )
 
     async def start(self) -> None:
+        # What start-up allocated (Django, protobuf descriptors, …) lives as long as the
+        # process: out of the collector's way, a full collection under 1,000 streams costs
+        # less.
+        gc.freeze()
         self.cache.loop = asyncio.get_running_loop()
         self.refresher.start()
         self._background.append(asyncio.create_task(self.status.run()))
@@ -293,22 +297,23 @@ class XdsServer:
         # write, so an ACK that needs no answer never wakes the writer (below).
         out: asyncio.Queue = asyncio.Queue()
 
-        def send(respond: Callable[[], list[bytes]]) -> None:
-            try:
-                responses = respond()
-            except Exception as exc:  # noqa: BLE001 - raised by the writer: the stream fails
-                out.put_nowait(exc)
-                return
+        def send(responses: list[bytes]) -> None:
             for response in responses:
                 out.put_nowait(response)
 
         def on_entry(entry: Entry) -> None:
-            send(lambda: handler.on_entry(entry))
+            try:
+                send(handler.on_entry(entry))
+            except Exception as exc:  # noqa: BLE001 - raised by the writer: the stream fails
+                out.put_nowait(exc)
 
         async def read() -> None:
             try:
                 async for request in iterator:
-                    send(lambda request=request: handler.on_request(request))
+                    try:
+                        send(handler.on_request(request))
+                    except Exception as exc:  # noqa: BLE001 - as above
+                        out.put_nowait(exc)
             finally:  # the client closed, went away or cancelled (CancelledError too)
                 out.put_nowait(_END)
 
@@ -317,7 +322,7 @@ class XdsServer:
             entry = await self.cache.watch(session.key, on_entry)
             if entry is not None:
                 on_entry(entry)
-            send(lambda: handler.on_request(first))
+            send(handler.on_request(first))
             reader = asyncio.create_task(read())
             # Its error (the client went away) is the stream's end, not worth a log line.
             reader.add_done_callback(lambda task: task.cancelled() or task.exception())

@@ -1,7 +1,8 @@
 """ORM → compiler inputs: the only place the compiler's inputs touch the database.
 
 `load(mesh_id)` reads one mesh in a fixed number of queries whatever its size (one per
-table, values only, no model instances) and returns the `MeshContext` with a fingerprint:
+table, values only, no model instances; specs as JSON text, parsed, frozen and hashed once
+per distinct text in this process) and returns the `MeshContext` with a fingerprint:
 a content hash per input (`"<kind> <name>"` → hash) in the compiler's dependency names
 (workers/compiler/deps.py), so two loads can be diffed into the set of changes that
 `dependents` takes.
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workers.compiler import Endpoint, MeshContext
+from workers.compiler.frozen import FrozenDict, freeze
 
 # When one address is known from several sources, the first of these wins: what an
 # operator typed beats what a proxy announced beats what discovery found.
@@ -35,6 +37,51 @@ class LoadedMesh:
 def _digest(value: Any) -> str:
     data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(data.encode(), digest_size=16).hexdigest()
+
+
+class LoadedSpec(FrozenDict):
+    """A spec as the loader read it: frozen, with its content hashes computed once (and
+    its backends' apart, as `fingerprint` wants them)."""
+
+    __slots__ = ("digest", "backends_digest")
+
+    def __init__(self, value: Mapping) -> None:
+        super().__init__({k: freeze(v) for k, v in value.items()})
+        self.digest = _digest(value)
+        self.backends_digest = _digest(value.get("backends") or [])
+
+
+# Spec JSON text → LoadedSpec, shared by every load in this process: a compile reads the
+# whole mesh, but between two compiles few specs change, and an unchanged spec's text is
+# the same (PostgreSQL's jsonb prints one canonical form), so parsing, freezing and hashing
+# it again would only repeat work. Bounded; cleared when full.
+_SPECS: dict[str, LoadedSpec] = {}
+SPEC_CACHE_SIZE = 100_000
+
+
+def _spec(text: Any) -> LoadedSpec | Any:
+    """A spec column's value as a LoadedSpec (anything but a JSON object is returned as is)."""
+    if not isinstance(text, str):
+        return LoadedSpec(text) if isinstance(text, Mapping) else text
+    found = _SPECS.get(text)
+    if found is None:
+        value = json.loads(text)
+        if not isinstance(value, Mapping):
+            return value
+        if len(_SPECS) >= SPEC_CACHE_SIZE:
+            _SPECS.clear()
+        found = _SPECS[text] = LoadedSpec(value)
+    return found
+
+
+def _spec_digest(spec: Any) -> str:
+    return spec.digest if isinstance(spec, LoadedSpec) else _digest(spec)
+
+
+def _backends_digest(spec: Any) -> str:
+    if isinstance(spec, LoadedSpec):
+        return spec.backends_digest
+    return _digest((spec or {}).get("backends") or [])
 
 
 def fingerprint(
@@ -68,15 +115,15 @@ def fingerprint(
         ("virtualGateway", virtual_gateways),
     ):
         for name, spec in (items or {}).items():
-            out[f"{kind} {name}"] = _digest(spec)
+            out[f"{kind} {name}"] = _spec_digest(spec)
     # A node's backends apart from the rest of its spec: under automatic mTLS they make it
     # a caller of other nodes (workers/compiler/authz.py), which depend on them alone.
     for name, spec in (virtual_nodes or {}).items():
-        out[f"backends {name}"] = _digest((spec or {}).get("backends") or [])
+        out[f"backends {name}"] = _backends_digest(spec)
     for kind, parents in (("route", routes), ("gatewayRoute", gateway_routes)):
         for parent, children in (parents or {}).items():
             for name, spec in children.items():
-                out[f"{kind} {parent}/{name}"] = _digest(spec)
+                out[f"{kind} {parent}/{name}"] = _spec_digest(spec)
     per_node: dict[str, list] = {}
     for (node, port), items in (endpoints or {}).items():
         for e in items:
@@ -95,6 +142,9 @@ def changes(previous: Mapping[str, str], current: Mapping[str, str]) -> set[tupl
 
 def load(mesh_id: int) -> LoadedMesh | None:
     """The mesh as the compiler sees it, or None if it no longer exists (9 queries)."""
+    from django.db.models import TextField
+    from django.db.models.functions import Cast
+
     from meshapi.models import (
         Endpoint as EndpointRow,
     )
@@ -118,14 +168,18 @@ def load(mesh_id: int) -> LoadedMesh | None:
     if mesh is None:
         return None
 
+    # Specs as JSON text, parsed through the process's spec cache (_spec).
+    text = Cast("spec", output_field=TextField())
+
     def specs(model) -> dict[str, Any]:
-        return dict(model.objects.filter(mesh_id=mesh_id).values_list("name", "spec"))
+        rows = model.objects.filter(mesh_id=mesh_id).values_list("name", text)
+        return {name: _spec(spec) for name, spec in rows}
 
     def children(model, parent: str) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        rows = model.objects.filter(mesh_id=mesh_id).values_list(f"{parent}__name", "name", "spec")
+        rows = model.objects.filter(mesh_id=mesh_id).values_list(f"{parent}__name", "name", text)
         for parent_name, name, spec in rows:
-            out.setdefault(parent_name, {})[name] = spec
+            out.setdefault(parent_name, {})[name] = _spec(spec)
         return out
 
     from tenants.identity.services import mesh_trust_bundle, trust_domain

@@ -124,29 +124,36 @@ class StoredVariant:
 
 
 def stored_variants(mesh_id: int) -> dict["Key", StoredVariant]:
-    """Every stored variant of a mesh, in one query."""
-    rows = ProxyConfig.objects.filter(mesh_id=mesh_id).values_list(
-        "kind",
-        "name",
-        "consumer",
-        "interception",
-        "app_port",
-        "ingress_port",
-        "egress_port",
-        "pk",
-        "current_id",
-        "current__version",
-        "revision",
-        "requires",
-        "current__warnings",
-        "current__metadata",
-    )
+    """Every stored variant of a mesh, in one query (raw rows: at 1,000 variants the
+    ORM's per-row conversions cost more than the query)."""
+    configs = connection.ops.quote_name(ProxyConfig._meta.db_table)
+    versions = connection.ops.quote_name(ProxyVersion._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.kind, p.name, p.consumer, p.interception, p.app_port, p.ingress_port,"
+            " p.egress_port, p.id, p.current_id, v.version, p.revision, p.requires,"
+            f" v.warnings, v.metadata FROM {configs} AS p"
+            f" LEFT JOIN {versions} AS v ON v.id = p.current_id WHERE p.mesh_id = %s",
+            [mesh_id],
+        )
+        rows = cursor.fetchall()
     return {
-        tuple(row): StoredVariant(
-            pk, current, version, revision, tuple(requires), warnings or [], metadata or {}
+        tuple(row[:7]): StoredVariant(
+            pk,
+            current,
+            version,
+            revision,
+            tuple(_loads(requires) or ()),
+            _loads(warnings) or [],
+            _loads(metadata) or {},
         )
         for *row, pk, current, version, revision, requires, warnings, metadata in rows
     }
+
+
+def _loads(value: Any) -> Any:
+    """A JSON column as the database driver returned it (text, or already decoded)."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:

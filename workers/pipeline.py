@@ -29,13 +29,14 @@ from django.utils import timezone
 
 from workers import loader, publish
 from workers.compiler import (
+    GATEWAY,
+    NODE,
     InconsistentSnapshot,
     MeshContext,
     ProxyRequest,
     Snapshot,
     compile_proxy,
     dependents,
-    proxies_of,
     requires,
 )
 
@@ -98,7 +99,7 @@ def _with_parents(changed: Iterable[tuple[str, str]]) -> frozenset[str]:
 
 
 def wanted_variants(ctx: MeshContext, stored: Iterable[Key]) -> set[Key]:
-    present = {(p.kind, p.name) for p in proxies_of(ctx)}
+    present = {(NODE, n) for n in ctx.virtual_nodes} | {(GATEWAY, g) for g in ctx.virtual_gateways}
     out = {(kind, name, *DEFAULT_VARIANT) for kind, name in present}
     out.update(key for key in stored if key[:2] in present)
     return out

@@ -58,6 +58,8 @@ BOOTSTRAP_RUNTIME = {"re2.max_program_size.error_level": 1000}
 
 __all__ = [
     "BOOTSTRAP_RUNTIME",
+    "GATEWAY",
+    "NODE",
     "Endpoint",
     "InconsistentSnapshot",
     "MeshContext",

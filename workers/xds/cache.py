@@ -35,13 +35,19 @@ log = logging.getLogger(__name__)
 TYPES = xds.TYPE_ORDER  # CDS, EDS, LDS, RDS, SDS: the order a push goes in
 POLL_SECONDS = 30.0  # fallback poll of stored versions
 RECONNECT_SECONDS = 1.0
-MAX_BATCH = 10_000  # published messages loaded together
+MAX_BATCH = 10_000  # published messages taken together
+LOAD_SLICE = 250  # variants loaded (and handed to their streams) at a time
 
 
 # ------------------------------------------------------------------ wire encoding
 
 
+_ONE_BYTE = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _ONE_BYTE[value]  # tags and most lengths: no loop, no allocation
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -419,8 +425,9 @@ class CacheRefresher:
             self._thread.join(timeout=10)
 
     def _reload(self, keys: list[Key]) -> None:
-        if keys:
-            self.cache.offer(self.cache.load_many(keys))
+        # In slices: the streams of the first ones are written to while the next load.
+        for start in range(0, len(keys), LOAD_SLICE):
+            self.cache.offer(self.cache.load_many(keys[start : start + LOAD_SLICE]))
 
     def _reread_all(self) -> None:
         """Reload every watched key whose stored version differs from the cached one."""

@@ -23,6 +23,9 @@ from workers.xds.cache import TYPES, text_field
 from workers.xds.served import ServingStream
 from workers.xds.sotw import WILDCARD_TYPES
 
+# DeltaDiscoveryResponse.type_url (field 4), encoded once per type.
+TYPE_URL_FIELD = {type_url: text_field(4, type_url) for type_url in TYPES}
+
 
 @dataclass
 class DeltaTypeState:
@@ -50,22 +53,23 @@ class DeltaStream(ServingStream):
         if type_url not in TYPES:
             return []
         state = self.types.get(type_url)
-        if request.resource_names_subscribe or request.resource_names_unsubscribe:
-            if state is not None:
-                state.checked = None
+        subscribe = request.resource_names_subscribe
+        unsubscribe = request.resource_names_unsubscribe
         if state is None:
             state = self.types[type_url] = DeltaTypeState()
             state.client_has = dict(request.initial_resource_versions)
             state.resumed = bool(state.client_has)
-            if type_url in WILDCARD_TYPES and not request.resource_names_subscribe:
+            if type_url in WILDCARD_TYPES and not subscribe:
                 state.wildcard = True
-        for name in request.resource_names_subscribe:
+        elif subscribe or unsubscribe:
+            state.checked = None
+        for name in subscribe if subscribe else ():
             if name == "*":
                 state.wildcard = True
             else:
                 state.names.add(name)
                 state.told_absent.discard(name)
-        for name in request.resource_names_unsubscribe:
+        for name in unsubscribe if unsubscribe else ():
             if name == "*":
                 state.wildcard = False
             else:
@@ -77,10 +81,11 @@ class DeltaStream(ServingStream):
         if nonce and nonce in state.pending:
             version = state.pending.pop(nonce)
             sent = state.last_sent.pop(nonce, {})
-            # Older responses the client answered only through this one are settled too.
-            for older in [n for n in state.pending if int(n) < int(nonce)]:
-                state.pending.pop(older)
-                state.last_sent.pop(older, None)
+            if state.pending:
+                # Older responses the client answered only through this one are settled too.
+                for older in [n for n in state.pending if int(n) < int(nonce)]:
+                    state.pending.pop(older)
+                    state.last_sent.pop(older, None)
             if request.HasField("error_detail"):
                 state.rejected = True
                 state.checked = None
@@ -89,7 +94,10 @@ class DeltaStream(ServingStream):
             else:
                 state.rejected = False
                 self.reporter.acked(type_url, version)
-        return self._maybe_send(type_url) + self._maybe_retire()
+        responses = self._maybe_send(type_url)
+        if self.served.has_retiring:
+            responses += self._maybe_retire()
+        return responses
 
     def _maybe_send(self, type_url: str) -> list[bytes]:
         state = self.types.get(type_url)
@@ -138,7 +146,7 @@ class DeltaStream(ServingStream):
                 [
                     text_field(1, version),
                     *(r.delta for r in updates),
-                    text_field(4, type_url),
+                    TYPE_URL_FIELD[type_url],
                     text_field(5, nonce),
                     *(text_field(6, n) for n in removed + absent),
                 ]

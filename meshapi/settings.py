@@ -24,6 +24,9 @@ MESHPLANE_ENCRYPTION_KEYS = [
 ]
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# The pub/sub channel new configuration versions go out on (workers/publish.py). Processes
+# sharing a Redis but not a database (test runs side by side) each need their own.
+MESHPLANE_CONFIG_CHANNEL = os.environ.get("MESHPLANE_CONFIG_CHANNEL", "") or "meshplane:config"
 
 # Resolved access keys are cached per process for this long; any key or membership change
 # drops every cache at once (tenants/keycache.py). 0 disables the cache.

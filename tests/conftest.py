@@ -1,23 +1,57 @@
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.support.live import LiveServer, live_database_url
 from tests.support.personas import make_personas
 
-# Every write enqueues a compile. Give this run's processes (this one, live servers, workers)
-# a queue of their own on the shared Redis, so runs side by side never take each other's
-# tasks. Django's settings are loaded already here: tell the Celery app directly too.
-os.environ.setdefault("MESHPLANE_TASK_QUEUE", f"meshplane-test-{os.getpid()}")
+# Every write enqueues a compile, and every stored version is announced on a pub/sub
+# channel. Give this run's processes (this one, live servers, workers, xDS servers) a queue
+# and a channel of their own on the shared Redis, so runs side by side never take each
+# other's tasks or hear each other's versions. Under pytest-xdist each worker (gw0, gw1…) is
+# a run of its own with its own test database: it gets its own queue and channel (suffixed
+# with the worker id: the controller's names are inherited) and its own Redis database
+# number, so keys such as xDS replica heartbeats are not shared either.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
 
-def _use_run_queue() -> None:
+def _per_worker(name: str, default: str) -> str:
+    value = os.environ.get(name) or default
+    if _WORKER:
+        value = f"{value}-{_WORKER}"
+    os.environ[name] = value
+    return value
+
+
+def _worker_redis_url(url: str) -> str:
+    """gw0 keeps the database number of REDIS_URL, gw1 the one below it, and so on."""
+    if not url or not _WORKER.startswith("gw"):
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or "0")
+    return urlunsplit(parts._replace(path=f"/{(base - int(_WORKER[2:])) % 16}"))
+
+
+def _isolate_run() -> None:
+    from django.conf import settings
+
     from workers.celery import app
 
-    app.conf.task_default_queue = os.environ["MESHPLANE_TASK_QUEUE"]
+    queue = _per_worker("MESHPLANE_TASK_QUEUE", f"meshplane-test-{os.getpid()}")
+    channel = _per_worker("MESHPLANE_CONFIG_CHANNEL", f"meshplane:config:test-{os.getpid()}")
+    redis_url = _worker_redis_url(os.environ.get("REDIS_URL", ""))
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url
+    # Django's settings and the Celery app are configured already here: tell them directly.
+    settings.MESHPLANE_CONFIG_CHANNEL = channel
+    app.conf.task_default_queue = queue
+    if redis_url:
+        settings.REDIS_URL = settings.CELERY_BROKER_URL = redis_url
+        app.conf.broker_url = redis_url
 
 
-_use_run_queue()
+_isolate_run()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """Fan-out of new configuration versions to every xDS replica.
 
-`publish(messages)` sends each message as JSON on one Redis pub/sub channel, or to the
-in-process subscribers when there is no REDIS_URL (the embedded mode). A message is
+`publish(messages)` sends each message as JSON on one Redis pub/sub channel (the setting
+MESHPLANE_CONFIG_CHANNEL), or to the in-process subscribers when there is no REDIS_URL (the
+embedded mode). A message is
 
     {"tenant": "<account id>", "mesh": "shop", "meshUid": "…",
      "proxy": "mesh/shop/virtualNode/cart", "consumer": "envoy", "interception": "redirect",
@@ -23,8 +24,6 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 from django.conf import settings
-
-CHANNEL = "meshplane:config"
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ def publish(messages: list[dict]) -> None:
     try:
         pipe = _client(settings.REDIS_URL).pipeline(transaction=False)
         for message in messages:
-            pipe.publish(CHANNEL, json.dumps(message, sort_keys=True))
+            pipe.publish(settings.MESHPLANE_CONFIG_CHANNEL, json.dumps(message, sort_keys=True))
         pipe.execute()
     except Exception:  # noqa: BLE001 - stored already; replicas poll as a fallback
         log.warning("publishing %d config versions failed", len(messages), exc_info=True)
@@ -93,7 +92,7 @@ def subscribe() -> Iterator[Subscription]:
 
     client = redis.Redis.from_url(settings.REDIS_URL)
     pubsub = client.pubsub()
-    pubsub.subscribe(CHANNEL)
+    pubsub.subscribe(settings.MESHPLANE_CONFIG_CHANNEL)
     # Wait for the subscription to be confirmed so nothing published from here on is missed.
     pubsub.get_message(timeout=5)
     try:

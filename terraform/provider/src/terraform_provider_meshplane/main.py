@@ -108,9 +108,8 @@ def _plugin_services(stop: threading.Event) -> list[grpc.GenericRpcHandler]:
     ]
 
 
-def _exit_with_parent(stop: threading.Event) -> None:
-    """Stop when Terraform is gone, so a killed run never leaves a provider behind."""
-    parent = os.getppid()
+def _exit_with_parent(stop: threading.Event, parent: int) -> None:
+    """Stop when Terraform (`parent`) is gone, so a killed run never leaves a provider behind."""
     while not stop.wait(1.0):
         if os.getppid() != parent:
             stop.set()
@@ -135,6 +134,8 @@ def main() -> None:
             f"Terraform offers {','.join(offered)}. Use Terraform 1.0 or newer.\n"
         )
         sys.exit(1)
+    # Read before the handshake: Terraform may be killed as soon as it has our address.
+    parent = os.getppid()
     # Terraform forwards Ctrl-C to the process group and then stops us itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -161,7 +162,7 @@ def main() -> None:
         front.serve_forever()
     sys.stdout.write(f"1|{PROTOCOL_VERSION}|tcp|127.0.0.1:{port}|grpc|{cert_field}\n")
     sys.stdout.flush()
-    threading.Thread(target=_exit_with_parent, args=(stop,), daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(stop, parent), daemon=True).start()
     stop.wait()
     # Let the Shutdown call's answer go out, then leave at once: Terraform waits for our exit
     # on every command, and tearing down the interpreter's gRPC threads takes most of a second.

@@ -488,6 +488,17 @@ class XdsReplica(Child):
         self.target = fields["ads"]
 
 
+def settle(pid: int, quiet: float = 0.05, limit: float = 60.0) -> float:
+    """Wait (at most `limit` s) until a process uses under `quiet` of a core over 1 s."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit:
+        before = cpu_seconds(pid)
+        time.sleep(1.0)
+        if cpu_seconds(pid) - before < quiet:
+            break
+    return time.monotonic() - start
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (p99 of 20 samples is the largest: no interpolation)."""
     ordered = sorted(values)
@@ -645,6 +656,9 @@ def measure_size(
         row["rss_mb"] = rss_connected / 2**20
         row["mb_per_client"] = (rss_connected - rss_idle) / size / 2**20
 
+        # The streams' endpoint registrations run on after the first ACKs: wait for them,
+        # so the idle rate subtracted below is the replica's idle, not their tail.
+        row["settle_s"] = settle(replica.proc.pid)
         cpu_idle_start, idle_start = cpu_seconds(replica.proc.pid), time.monotonic()
         time.sleep(2.0)
         idle_rate = (cpu_seconds(replica.proc.pid) - cpu_idle_start) / (
@@ -814,6 +828,11 @@ def report(results: dict, load_before: str, load_after: str) -> None:
             f"{_fmt(r.get('bare_mb_per_client'), '10.3f')} {_fmt(r.get('rss_idle_mb'), '8.1f')} "
             f"{_fmt(r.get('rss_mb'), '7.1f')}"
         )
+        if r.get("idle_cpu_pct") is not None:
+            print(
+                f"      N={size}: serve_xds idle {r['idle_cpu_pct']:.1f} % of a core after "
+                f"settling {r.get('settle_s', 0):.0f} s (subtracted from its push CPU)"
+            )
         if r.get("error"):
             print(f"      N={size}: {r['error']}")
         if r.get("timeouts"):

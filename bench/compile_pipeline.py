@@ -75,6 +75,7 @@ def seed(tenant, n: int) -> m.Mesh:
             m.Endpoint(
                 virtual_node=by_name[node],
                 port=port,
+                target_port=port,
                 address=e["address"],
                 source="static",
                 **common,

@@ -9,28 +9,30 @@ Files in the data directory (mode 0600, each written atomically):
   crash can never pair a new certificate with an old key);
 - `trust-bundle.pem`: the mesh CA bundle (the roots peers' certificates chain to).
 
-A fresh P-256 key is made for every CSR (join and each renewal); only the CSR leaves.
+A fresh P-256 key is made for every CSR (join and each renewal); only the CSR leaves. Keys
+and CSRs are made in a short-lived child process (keygen.py), so the running agent never
+imports `cryptography` (about 11 MB of resident memory); it reads its certificate with der.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import hashlib
 import json
 import logging
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from proxy_agent import der
 from proxy_agent.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -57,28 +59,25 @@ class Workload:
     # for renewal runs from here, not from not_before.
     received_at: datetime.datetime | None = field(default=None, compare=False)
 
-    @property
-    def certificate(self) -> x509.Certificate:
-        return x509.load_pem_x509_certificate(self.chain_pem)
+    @functools.cached_property
+    def info(self) -> der.CertificateInfo:
+        """The leaf's validity, SAN URIs and public key (ValueError if unreadable)."""
+        blocks = der.pem_blocks(self.chain_pem, b"CERTIFICATE")
+        if not blocks:
+            raise ValueError("no certificate")
+        return der.certificate_info(blocks[0])
 
     @property
     def spiffe_id(self) -> str:
-        try:
-            san = self.certificate.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            ).value
-        except x509.ExtensionNotFound:
-            return ""
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-        return uris[0] if uris else ""
+        return self.info.uris[0] if self.info.uris else ""
 
     @property
     def not_before(self) -> datetime.datetime:
-        return self.certificate.not_valid_before_utc
+        return self.info.not_before
 
     @property
     def not_after(self) -> datetime.datetime:
-        return self.certificate.not_valid_after_utc
+        return self.info.not_after
 
     @property
     def version(self) -> str:
@@ -86,23 +85,28 @@ class Workload:
         return hashlib.sha256(self.chain_pem + self.key_pem + self.bundle_pem).hexdigest()[:16]
 
 
-def new_key_and_csr(spiffe_id: str = "") -> tuple[bytes, bytes]:
-    """(private key PEM, CSR PEM) for a fresh P-256 key. The CSR names `spiffe_id` when
-    known (renewals); a first join leaves it out and the control plane fills it in."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Meshplane")])
+KEYGEN = Path(__file__).with_name("keygen.py")
+
+
+async def new_key_and_csr(spiffe_id: str = "") -> tuple[bytes, bytes]:
+    """(private key PEM, CSR PEM) for a fresh P-256 key, made by keygen.py in a child
+    process. The CSR names `spiffe_id` when known (renewals)."""
+    args = ["csr", spiffe_id] if spiffe_id else ["csr"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-P",
+        str(KEYGEN),
+        *args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    if spiffe_id:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe_id)]),
-            critical=False,
-        )
-    csr = builder.sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return key_pem, csr.public_bytes(serialization.Encoding.PEM)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        detail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise IdentityError(f"making a key and CSR failed ({sys.executable}): {detail[0]}")
+    answer = json.loads(out)
+    return answer["key"].encode(), answer["csr"].encode()
 
 
 def split_identity_file(data: bytes) -> tuple[bytes, bytes]:
@@ -115,11 +119,25 @@ def split_identity_file(data: bytes) -> tuple[bytes, bytes]:
 
 
 def key_matches(chain_pem: bytes, key_pem: bytes) -> bool:
-    cert = x509.load_pem_x509_certificate(chain_pem)
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    return cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt)
+    """Whether the key belongs to the chain's first certificate (ValueError if unreadable)."""
+    blocks = der.pem_blocks(chain_pem, b"CERTIFICATE")
+    keys = der.pem_blocks(key_pem, b"PRIVATE KEY")
+    if not blocks or not keys:
+        raise ValueError("no certificate or no PKCS #8 key")
+    public = der.ec_public_key_info(keys[0])
+    if public is not None:
+        return public == der.certificate_info(blocks[0]).public_key
+    # A key that does not carry its public key (the agent's own always do): ask keygen.py.
+    pair = json.dumps({"chain": chain_pem.decode(), "key": key_pem.decode()})
+    done = subprocess.run(
+        [sys.executable, "-P", str(KEYGEN), "match"],
+        input=pair.encode(),
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ValueError(done.stderr.decode(errors="replace").strip() or "keygen.py failed")
+    return json.loads(done.stdout) is True
 
 
 async def _call(channel: grpc.aio.Channel, method: str, body: dict) -> dict:
@@ -174,6 +192,7 @@ class IdentityManager:
             bundle = self.bundle_path.read_bytes() if self.bundle_path.exists() else b""
             received = datetime.datetime.fromtimestamp(self.path.stat().st_mtime, datetime.UTC)
             workload = Workload(chain, key, bundle, received)
+            workload.info  # noqa: B018 - unreadable → ValueError, here
             if not key_matches(chain, key):
                 log.warning("identity: %s: the key does not match the certificate", self.path)
                 return None
@@ -224,7 +243,7 @@ class IdentityManager:
         if not self.join_address:
             raise IdentityError("--join-address: needed to join (no identity stored yet).")
         token = self._token()
-        key_pem, csr_pem = new_key_and_csr()
+        key_pem, csr_pem = await new_key_and_csr()
         channel = grpc.aio.secure_channel(
             self.join_address, grpc.ssl_channel_credentials(self.server_ca_pem)
         )
@@ -241,7 +260,7 @@ class IdentityManager:
         current = self.current
         if current is None:
             raise IdentityError("renew: no current certificate.")
-        key_pem, csr_pem = new_key_and_csr(current.spiffe_id)
+        key_pem, csr_pem = await new_key_and_csr(current.spiffe_id)
         credentials = grpc.ssl_channel_credentials(
             root_certificates=self.server_ca_pem,
             private_key=current.key_pem,

@@ -1,4 +1,5 @@
-"""Replica heartbeats, and the reaping of instances a dead replica left connected.
+"""Replica heartbeats, the reaping of instances a dead replica left connected, and the
+sweep of endpoints a stopped replica left registered.
 
 A replica that exits cleanly closes its streams, and each closed stream deregisters its
 instance after the grace period. A replica that dies (SIGKILL, a lost host) closes nothing:
@@ -15,6 +16,13 @@ A replica that stops cleanly leaves its last beat: its streams were closed, so i
 nothing connected. A replica never seen beating (a Redis that lost its keys, an older
 replica) is not reaped: an unknown is not a death. Without REDIS_URL (the embedded mode:
 one process) there is no heartbeat and nothing to reap.
+
+A clean stop also drops the deregistrations still waiting out the grace period: those
+instances are disconnected, yet keep their `registered` endpoints. So each pass, every
+replica (embedded mode too: this needs only the database) also sweeps: a `registered`
+endpoint whose instance (by instance id) has been disconnected for longer than
+`dead_after` plus the grace period is deregistered, under a lock on the instance's row
+and only while it is still disconnected since then (a proxy that reconnected keeps it).
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ import asyncio
 import logging
 import os
 import time
+from collections import defaultdict
+from datetime import timedelta
 from functools import lru_cache
 
 from asgiref.sync import sync_to_async
@@ -167,8 +177,94 @@ def reap(replica: str) -> int:
     return reaped
 
 
+def sweep(bound: float) -> int:
+    """Deregister the `registered` endpoints of instances disconnected more than `bound`
+    seconds ago (their own deregistration was dropped: a replica stopped meanwhile); how
+    many endpoints. One query when there is nothing to do: the registered endpoints, each
+    looked up in the instances' unique index (mesh, kind, name, instance id)."""
+    from django.db.models import Exists, OuterRef
+
+    from meshapi.models import Endpoint, Mesh, ProxyInstance
+    from meshapi.services import endpoints
+    from tenants.models import Tenant
+
+    close_old_connections()
+    cutoff = timezone.now() - timedelta(seconds=bound)
+    gone = ProxyInstance.objects.filter(
+        mesh_id=OuterRef("mesh_id"),
+        kind="virtualNode",
+        name=OuterRef("virtual_node__name"),
+        instance_id=OuterRef("instance_id"),
+        disconnected_at__lt=cutoff,
+    )
+    rows = (
+        Endpoint.objects.filter(Exists(gone), source=Endpoint.Source.REGISTERED)
+        .exclude(instance_id="")
+        .order_by()
+        .values(
+            "pk",
+            "instance_id",
+            "tenant_id",
+            "mesh_id",
+            "mesh__name",
+            "virtual_node__name",
+            "port",
+            "address",
+            "target_port",
+        )
+    )
+    by_instance: dict[tuple[int, str, str], list[dict]] = defaultdict(list)
+    for row in rows:
+        by_instance[(row["mesh_id"], row["virtual_node__name"], row["instance_id"])].append(row)
+    removed = 0
+    for (mesh_id, node, instance_id), found in by_instance.items():
+        tenant = Tenant.objects.get(pk=found[0]["tenant_id"])
+        try:
+            with transaction.atomic():
+                # The mesh first (the lock every mesh write takes), then the instance: a
+                # reconnect (open_instance) waits for this, and registers after it.
+                Mesh.objects.select_for_update(no_key=True).filter(pk=mesh_id).first()
+                still_gone = list(
+                    ProxyInstance.objects.select_for_update()
+                    .filter(
+                        mesh_id=mesh_id,
+                        kind="virtualNode",
+                        name=node,
+                        instance_id=instance_id,
+                        disconnected_at__lt=cutoff,
+                    )
+                    .values_list("pk", flat=True)
+                )
+                if not still_gone:
+                    continue  # it reconnected meanwhile
+                for row in found:
+                    theirs = Endpoint.objects.filter(
+                        pk=row["pk"], source=Endpoint.Source.REGISTERED, instance_id=instance_id
+                    ).exists()
+                    if theirs and endpoints.deregister(
+                        tenant,
+                        mesh_name=row["mesh__name"],
+                        node_name=node,
+                        port=row["port"],
+                        address=row["address"],
+                        target_port=row["target_port"],
+                    ):
+                        removed += 1
+        except endpoints.EndpointError:
+            continue  # the mesh or node went away, and its endpoints with it
+    if removed:
+        log.warning(
+            "xds: deregistered %d endpoint(s) of %d instance(s) disconnected over %.0f s ago",
+            removed,
+            len(by_instance),
+            bound,
+        )
+    return removed
+
+
 class Reaper:
-    """One replica's heartbeat and its watch over the others (a task on the loop)."""
+    """One replica's heartbeat, its watch over the others and its sweep (a task on the
+    loop)."""
 
     def __init__(
         self,
@@ -179,20 +275,24 @@ class Reaper:
     ) -> None:
         self.replica = replica
         self.heartbeat_seconds = heartbeat_seconds
-        # Its proxies get the grace period a closed stream gets, counted from its last beat.
+        # Its proxies get the grace period a closed stream gets, counted from its last beat;
+        # a disconnected instance gets as long before the sweep takes its endpoints.
         self.bound = dead_after_seconds + grace_seconds
 
     async def run(self) -> None:
-        if not settings.REDIS_URL:
-            return
         while True:
+            if settings.REDIS_URL:
+                try:
+                    await asyncio.to_thread(beat, self.replica)
+                    dead = await sync_to_async(dead_replicas, thread_sensitive=False)(
+                        self.replica, self.bound
+                    )
+                    for name in dead:
+                        await sync_to_async(reap, thread_sensitive=False)(name)
+                except Exception:  # noqa: BLE001 - Redis or the database away: next round
+                    log.warning("xds: heartbeat or reaping failed", exc_info=True)
             try:
-                await asyncio.to_thread(beat, self.replica)
-                dead = await sync_to_async(dead_replicas, thread_sensitive=False)(
-                    self.replica, self.bound
-                )
-                for name in dead:
-                    await sync_to_async(reap, thread_sensitive=False)(name)
-            except Exception:  # noqa: BLE001 - Redis or the database away: next round
-                log.warning("xds: heartbeat or reaping failed", exc_info=True)
+                await sync_to_async(sweep, thread_sensitive=False)(self.bound)
+            except Exception:  # noqa: BLE001 - the database away: next round
+                log.warning("xds: sweeping disconnected instances failed", exc_info=True)
             await asyncio.sleep(self.heartbeat_seconds)

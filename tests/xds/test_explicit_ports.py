@@ -33,6 +33,16 @@ def listener_ports(proxy: RawAdsClient) -> set[int] | None:
     return ports
 
 
+def wait_listeners(server: XdsProcess, name: str, proxy: RawAdsClient, expected) -> None:
+    """Until the listeners `proxy` was last sent satisfy `expected` (bounded)."""
+    wait_for(
+        lambda: (ports := listener_ports(proxy)) is not None and expected(ports),
+        message=lambda: (
+            f"{name} was last sent listeners on {listener_ports(proxy)}\n{server.log()}"
+        ),
+    )
+
+
 def registered(node: str) -> set[tuple[int, int, str]]:
     return set(
         Endpoint.objects.filter(
@@ -103,12 +113,14 @@ def test_explicit_proxies_listen_on_the_ports_they_declared(alice, worker, api_s
         # Redirected: declared ports do not apply, it shares the default variant.
         redirected = connect(server, "web", "web-2", ingress_port=19000)
         proxies += [cart_a, cart_b, web, redirected]
-        for proxy in proxies:
-            wait_for(lambda p=proxy: listener_ports(p), message=server.log)
-        assert listener_ports(cart_a) == {16000}
-        assert listener_ports(cart_b) == {17000}
-        assert listener_ports(web) == {18000, 15001}  # its egress for cart: the default
-        assert 15000 in listener_ports(redirected)  # App Mesh's iptables ingress port
+        # Each proxy's complete listeners (web's egress comes with a later compile than its
+        # ingress: the first response may not have it yet).
+        wait_listeners(server, "cart-a", cart_a, lambda ports: ports == {16000})
+        wait_listeners(server, "cart-b", cart_b, lambda ports: ports == {17000})
+        # Its egress for cart: the default.
+        wait_listeners(server, "web-1", web, lambda ports: ports == {18000, 15001})
+        # App Mesh's iptables ingress port.
+        wait_listeners(server, "web-2", redirected, lambda ports: 15000 in ports)
 
         ref = store.find_proxy(alice.tenant, "shop", "virtualNode", "cart")
         stored = {

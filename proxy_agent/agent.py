@@ -17,7 +17,6 @@ from pathlib import Path
 
 import grpc
 from envoy.config.core.v3 import base_pb2
-from google.protobuf import json_format
 
 from proxy_agent.cache import ConfigCache
 from proxy_agent.config import AgentConfig
@@ -72,7 +71,7 @@ class Agent:
 
     def node(self) -> base_pb2.Node:
         node = base_pb2.Node(id=self.config.node_id, cluster=self.config.name)
-        json_format.ParseDict(self.config.node_metadata(), node.metadata)
+        node.metadata.update(self.config.node_metadata())  # Struct: no json_format needed
         node.user_agent_name = "meshagent"
         return node
 
@@ -204,6 +203,7 @@ class Agent:
             log_level=self.config.envoy_log_level,
             drain_seconds=self.config.drain_seconds,
             user=user,
+            concurrency=self.config.envoy_concurrency,
         )
         self._tasks.append(asyncio.create_task(self.envoy.run()))
 

@@ -182,7 +182,7 @@ def sweep(bound: float) -> int:
     seconds ago (their own deregistration was dropped: a replica stopped meanwhile); how
     many endpoints. One query when there is nothing to do: the registered endpoints, each
     looked up in the instances' unique index (mesh, kind, name, instance id)."""
-    from django.db.models import Exists, OuterRef
+    from django.db.models import OuterRef, Subquery
 
     from meshapi.models import Endpoint, Mesh, ProxyInstance
     from meshapi.services import endpoints
@@ -190,16 +190,24 @@ def sweep(bound: float) -> int:
 
     close_old_connections()
     cutoff = timezone.now() - timedelta(seconds=bound)
-    gone = ProxyInstance.objects.filter(
-        mesh_id=OuterRef("mesh_id"),
-        kind="virtualNode",
-        name=OuterRef("virtual_node__name"),
-        instance_id=OuterRef("instance_id"),
-        disconnected_at__lt=cutoff,
+    # A correlated LIMIT 1 lookup, not EXISTS: PostgreSQL turns an EXISTS into a hash join
+    # over every instance ever disconnected (the rows are kept), which only grows.
+    gone = (
+        ProxyInstance.objects.filter(
+            mesh_id=OuterRef("mesh_id"),
+            kind="virtualNode",
+            name=OuterRef("virtual_node__name"),
+            instance_id=OuterRef("instance_id"),
+            disconnected_at__lt=cutoff,
+        )
+        .order_by()
+        .values("pk")[:1]
     )
     rows = (
-        Endpoint.objects.filter(Exists(gone), source=Endpoint.Source.REGISTERED)
+        Endpoint.objects.filter(source=Endpoint.Source.REGISTERED)
         .exclude(instance_id="")
+        .alias(gone=Subquery(gone))
+        .filter(gone__isnull=False)
         .order_by()
         .values(
             "pk",

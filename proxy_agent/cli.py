@@ -36,6 +36,18 @@ def _ports(value: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _concurrency(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 1024:
+        raise argparse.ArgumentTypeError(
+            f"a number of worker threads from 0 to 1024, not {value!r}"
+        )
+    return n
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshagent", description="Meshplane's data-plane agent.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +106,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--address", default="", help="This instance's address for the mesh.")
     run.add_argument("--drain-seconds", type=float, default=20.0)
     run.add_argument("--envoy-log-level", default=env("ENVOY_LOG_LEVEL", "info"))
+    run.add_argument(
+        "--envoy-concurrency",
+        type=_concurrency,
+        default=env("ENVOY_CONCURRENCY", "0"),
+        help="Envoy's worker threads (default: 0, one per core, Envoy's own default).",
+    )
     run.add_argument(
         "--envoy-log-file",
         default="",
@@ -160,6 +178,7 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         address=args.address or ecs.get("address") or local_address(control_plane),
         drain_seconds=args.drain_seconds,
         envoy_log_level=args.envoy_log_level,
+        envoy_concurrency=args.envoy_concurrency,
         envoy_log_file=None
         if args.envoy_log_file == "-"
         else Path(args.envoy_log_file or data_dir / "envoy.log"),

@@ -45,6 +45,7 @@ class AgentConfig:
     address: str = ""
     drain_seconds: float = 20.0
     envoy_log_level: str = "info"
+    envoy_concurrency: int = 0  # Envoy's worker threads (0: one per core, Envoy's default)
     envoy_log_file: Path | None = None  # None: Envoy writes to the agent's stderr ('-')
     proxy_uid: int = 1337
     egress_ignored_ports: tuple[int, ...] = ()

@@ -185,6 +185,7 @@ class EnvoySupervisor:
         drain_seconds: float = 20.0,
         extra_args: tuple[str, ...] = (),
         user: int | None = None,
+        concurrency: int = 0,
     ) -> None:
         self.binary = binary
         self.bootstrap_path = bootstrap_path
@@ -193,6 +194,7 @@ class EnvoySupervisor:
         self.log_level = log_level
         self.drain_seconds = drain_seconds
         self.extra_args = extra_args
+        self.concurrency = concurrency  # worker threads; 0: Envoy's default (one per core)
         self.user = user  # redirect mode as root: Envoy runs as the proxy UID
         self.process: asyncio.subprocess.Process | None = None
         self.restarts = 0
@@ -211,6 +213,7 @@ class EnvoySupervisor:
             str(max(1, int(self.drain_seconds))),
             "--drain-strategy",
             "immediate",
+            *(("--concurrency", str(self.concurrency)) if self.concurrency > 0 else ()),
             *self.extra_args,
         ]
 
@@ -229,6 +232,10 @@ class EnvoySupervisor:
             stderr=out,
             # Its own session: a terminal's ^C must not kill it; the agent drains it. If the
             # agent is killed, it keeps serving until the next agent replaces it (stop_stale).
+            # Where the kernel groups scheduling by session (autogroup, processes in the root
+            # cgroup) it is also Envoy's own share of the CPU, not one shared with the agent's
+            # session (docs/benchmarks.md, Data plane). Containers and systemd units are
+            # cgroups of their own, where this does not apply.
             start_new_session=True,
             **({"user": self.user} if self.user is not None else {}),
         )

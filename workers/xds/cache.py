@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 TYPES = xds.TYPE_ORDER  # CDS, EDS, LDS, RDS, SDS: the order a push goes in
 POLL_SECONDS = 30.0  # fallback poll of stored versions
 RECONNECT_SECONDS = 1.0
-MAX_BATCH = 10_000  # published messages taken together
+MAX_BATCH = 10_000  # published messages taken together (whole payloads)
 LOAD_SLICE = 250  # variants loaded (and handed to their streams) at a time
 
 
@@ -454,13 +454,10 @@ class CacheRefresher:
                     self._reread_all()
                     next_poll = time.monotonic() + self.poll_seconds
                     while not self._stop.is_set():
-                        message = subscription.get(timeout=0.5)
-                        if message is not None:
-                            # A compile publishes its versions together: take them all,
-                            # then load them in one go.
-                            batch = [message]
-                            while len(batch) < MAX_BATCH and (more := subscription.get(timeout=0)):
-                                batch.append(more)
+                        # A compile publishes its versions as one batch: take it and
+                        # whatever else is already waiting, then load them in one go.
+                        batch = subscription.get_many(timeout=0.5, limit=MAX_BATCH)
+                        if batch:
                             self._handle(batch)
                         if time.monotonic() >= next_poll:
                             self._reread_all()

@@ -2,7 +2,8 @@
 next to an nginx pair (plain HTTP proxy), and what the agent and Envoy cost in memory.
 
     DATABASE_URL=postgres://… .venv/bin/python bench/dataplane.py \
-        [--rounds 15] [--seconds 2] [--rate 1000] [--connections 16] [--mtls STRICT]
+        [--rounds 15] [--seconds 2] [--rate 1000] [--connections 16] [--mtls STRICT] \
+        [--envoy-concurrency 0]
 
 Four paths to one upstream server, measured in the same run:
 
@@ -14,7 +15,8 @@ Four paths to one upstream server, measured in the same run:
    Skipped with a message when `nginx` is not installed;
 3. static Envoy pair: the same two hops through two Envoys started by hand from a minimal
    static bootstrap (one listener, the router filter, one cluster; no TLS, no agent), 2
-   workers each (Envoy's default here): what Envoy itself costs, apart from the mesh;
+   workers each (Envoy's default here; `--envoy-concurrency` sets both Envoy pairs'):
+   what Envoy itself costs, apart from the mesh;
 4. Envoy pair: generator → caller's Envoy egress listener → callee's Envoy ingress (automatic
    mTLS, mesh policy STRICT; the callee authorizes the caller's SPIFFE id) → upstream. Built
    as `make demo`'s scene builds it (meshapi/demo): the control plane in this process on
@@ -27,14 +29,17 @@ Four paths to one upstream server, measured in the same run:
    either proxy. Skipped with a message without DATABASE_URL or an Envoy binary
    (`--mtls DISABLED` runs it without TLS).
 
-The upstream (asyncio, raw HTTP/1.1 keep-alive, answers every request with 1 KiB) and the
-load generator are processes of their own. The generator (asyncio, raw HTTP/1.1) keeps 16
-keep-alive connections and sends POSTs with a 1 KiB body on a fixed schedule (request i at
-t0 + i/rate, round robin over the connections; a connection sends its next request when it
-is due or, if late, as soon as the previous answer is in): latency is measured from the
-scheduled send time, so a stall is not hidden by the sends it delays (coordinated omission).
-Each phase starts with a short unrecorded warm-up on fresh connections. The generator's own
-CPU share of a core is reported: near 100 % it would be the bottleneck.
+Each proxy (nginx, the static Envoys) runs in a session of its own, as the agent starts its
+Envoy: where the kernel groups scheduling by session (autogroup), every proxy then gets the
+same share, and none shares the benchmark's. The upstream (asyncio, raw HTTP/1.1 keep-alive,
+answers every request with 1 KiB) and the load generator are processes of their own. The
+generator (asyncio, raw HTTP/1.1) keeps 16 keep-alive connections and sends POSTs with a
+1 KiB body on a fixed schedule (request i at t0 + i/rate, round robin over the connections; a
+connection sends its next request when it is due or, if late, as soon as the previous answer
+is in): latency is measured from the scheduled send time, so a stall is not hidden by the
+sends it delays (coordinated omission). Each phase starts with a short unrecorded warm-up on
+fresh connections. The generator's own CPU share of a core is reported: near 100 % it would
+be the bottleneck.
 
 Rounds are interleaved (every round runs each path once, the order rotating), and the
 reported numbers are medians over rounds: added latency per round = the path's percentile
@@ -49,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -307,9 +313,12 @@ def nginx_command(binary: str, prefix: Path, listen: int, next_hop: int) -> list
             "-g", "daemon off;"]  # fmt: skip
 
 
-def static_envoy_command(binary: str, prefix: Path, listen: int, next_hop: int) -> list[str]:
+def static_envoy_command(
+    binary: str, prefix: Path, listen: int, next_hop: int, concurrency: int = 0
+) -> list[str]:
     """A minimal Envoy: one HTTP listener, the router filter, one static cluster; no TLS,
-    no agent, no xDS (what Envoy itself costs, apart from the mesh's configuration)."""
+    no agent, no xDS (what Envoy itself costs, apart from the mesh's configuration).
+    `concurrency` as the agent's --envoy-concurrency (0: Envoy's default)."""
 
     def address(port: int) -> dict:
         return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
@@ -348,7 +357,8 @@ def static_envoy_command(binary: str, prefix: Path, listen: int, next_hop: int) 
     }  # fmt: skip
     conf = prefix / "bootstrap.json"
     conf.write_text(json.dumps(bootstrap, indent=1))
-    return [binary, "-c", str(conf), "--disable-hot-restart", "--log-level", "warning"]
+    workers = ["--concurrency", str(concurrency)] if concurrency > 0 else []
+    return [binary, "-c", str(conf), "--disable-hot-restart", "--log-level", "warning", *workers]
 
 
 class ProxyPair:
@@ -381,6 +391,8 @@ class ProxyPair:
                             stdin=subprocess.DEVNULL,
                             stdout=log,
                             stderr=subprocess.STDOUT,
+                            # A session of its own, as the agent starts Envoy (autogroup).
+                            start_new_session=True,
                         )
                     )
             for proc, listen in zip(self.procs, (server_port, self.port), strict=True):
@@ -614,7 +626,7 @@ def report(args: argparse.Namespace, rounds: list[dict], rss: dict, info: dict) 
     print(
         f"data plane: {len(rounds)} rounds × {args.seconds:g} s per path at {args.rate:g} "
         f"req/s, {args.connections} connections, {args.body}-byte bodies, Envoy pair mTLS "
-        f"{args.mtls}; load average "
+        f"{args.mtls}, Envoy concurrency {args.envoy_concurrency or 'default'}; load average "
         f"{info['load_before']} before, {info['load_after']} after (max 1-min "
         f"{info['load_max']:.2f})"
     )
@@ -756,12 +768,25 @@ def main(argv: list[str]) -> None:
         default="STRICT",
         help="the mesh's automatic mTLS for the Envoy pair (DISABLED: what TLS costs)",
     )
+    parser.add_argument(
+        "--envoy-concurrency",
+        type=int,
+        default=0,
+        help="Envoy's worker threads in both Envoy pairs (meshagent --envoy-concurrency; "
+        "default 0: Envoy's own default, one per core)",
+    )
     args = parser.parse_args(argv)
     for flag in ("rounds", "seconds", "rate", "connections", "warmup"):
         limit = {"rounds": 100, "seconds": 10, "rate": 20000, "connections": 256, "warmup": 5}
         value = getattr(args, flag)
         if not (0 < value <= limit[flag]) and not (flag == "warmup" and value == 0):
             parser.error(f"--{flag} must be in (0, {limit[flag]}]: {value}")
+    if not 0 <= args.envoy_concurrency <= 64:
+        parser.error(f"--envoy-concurrency must be in [0, 64]: {args.envoy_concurrency}")
+    if args.envoy_concurrency:  # the agents read it (meshagent --envoy-concurrency's default)
+        os.environ["ENVOY_CONCURRENCY"] = str(args.envoy_concurrency)
+    else:
+        os.environ.pop("ENVOY_CONCURRENCY", None)
     if not 0 < args.body <= 1 << 20:
         parser.error(f"--body must be in (0, 1048576]: {args.body}")
 
@@ -825,8 +850,11 @@ def main(argv: list[str]) -> None:
             if envoy_binary is None:
                 skipped["envoy-static"] = "no Envoy binary: make envoy, or MESHPLANE_ENVOY_BIN"
             else:
+                command = functools.partial(
+                    static_envoy_command, concurrency=args.envoy_concurrency
+                )
                 pair = ProxyPair(
-                    "envoy-static", envoy_binary, static_envoy_command, root / "envoy-static",
+                    "envoy-static", envoy_binary, command, root / "envoy-static",
                     upstream_port, taken,
                 )  # fmt: skip
                 pairs.append(pair)

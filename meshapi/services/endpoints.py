@@ -276,17 +276,23 @@ def deregister(
     port: int,
     address: str,
     target_port: int | None = None,
+    instance_id: str | None = None,
 ) -> bool:
-    """A proxy's stream closed for good. True if an endpoint was removed."""
+    """A proxy's stream closed for good. True if an endpoint was removed. With
+    `instance_id`, only that instance's registration: another instance that registered the
+    same address and port meanwhile keeps its endpoint."""
     with transaction.atomic():
         node = _lock_node(tenant, mesh_name, node_name)
-        deleted, _ = Endpoint.objects.filter(
+        rows = Endpoint.objects.filter(
             virtual_node=node,
             port=port,
             address=address,
             target_port=target_port or port,
             source=Endpoint.Source.REGISTERED,
-        ).delete()
+        )
+        if instance_id is not None:
+            rows = rows.filter(instance_id=instance_id)
+        deleted, _ = rows.delete()
         if deleted:
             _bump(node.mesh_id)
     return bool(deleted)

@@ -246,16 +246,14 @@ def sweep(bound: float) -> int:
                 if not still_gone:
                     continue  # it reconnected meanwhile
                 for row in found:
-                    theirs = Endpoint.objects.filter(
-                        pk=row["pk"], source=Endpoint.Source.REGISTERED, instance_id=instance_id
-                    ).exists()
-                    if theirs and endpoints.deregister(
+                    if endpoints.deregister(
                         tenant,
                         mesh_name=row["mesh__name"],
                         node_name=node,
                         port=row["port"],
                         address=row["address"],
                         target_port=row["target_port"],
+                        instance_id=instance_id,
                     ):
                         removed += 1
         except endpoints.EndpointError:

@@ -196,30 +196,41 @@ def close_instance(instance_pk: int, stream: str) -> bool:
 def deregister_if_gone(
     identity: Identity, declared: Declared, instance_pk: int, stream: str
 ) -> None:
-    """After the grace period: deregister unless the instance came back (any replica)."""
-    from meshapi.models import ProxyInstance
+    """After the grace period: deregister unless the instance came back (any replica).
+    Only this instance's registrations go, and the check holds the instance row until they
+    are gone, so a reconnect that races it waits and registers afresh."""
+    from meshapi.models import Mesh, ProxyInstance
     from meshapi.services import endpoints
     from tenants.models import Tenant
 
     close_old_connections()
-    still_gone = ProxyInstance.objects.filter(
-        pk=instance_pk, stream=stream, disconnected_at__isnull=False
-    ).exists()
-    if not still_gone:
-        return
     tenant = Tenant.objects.get(pk=identity.tenant_id)
-    for port, target in registrable_ports(identity, declared):
-        try:
-            endpoints.deregister(
-                tenant,
-                mesh_name=identity.mesh,
-                node_name=identity.name,
-                port=port,
-                address=declared.address,
-                target_port=target,
-            )
-        except endpoints.EndpointError:
-            pass  # the node or mesh is gone, and its endpoints with it
+    ports = registrable_ports(identity, declared)
+    with transaction.atomic():
+        # The mesh first, then the instance: the order the reaper's sweep locks them in.
+        Mesh.objects.select_for_update(no_key=True).filter(
+            tenant_id=identity.tenant_id, name=identity.mesh
+        ).first()
+        still_gone = (
+            ProxyInstance.objects.select_for_update()
+            .filter(pk=instance_pk, stream=stream, disconnected_at__isnull=False)
+            .exists()
+        )
+        if not still_gone:
+            return
+        for port, target in ports:
+            try:
+                endpoints.deregister(
+                    tenant,
+                    mesh_name=identity.mesh,
+                    node_name=identity.name,
+                    port=port,
+                    address=declared.address,
+                    target_port=target,
+                    instance_id=declared.instance_id,
+                )
+            except endpoints.EndpointError:
+                return  # the node or mesh is gone, and its endpoints with it
 
 
 def write_status(items: list[tuple[int, str, dict, dict | None]]) -> None:

@@ -20,6 +20,20 @@ from meshapi.models.meshes import Mesh
 HISTORY_LIMIT = 20  # versions kept per proxy variant, for diffs and rollback
 
 
+# What tells one stored configuration of a proxy from another: the node, who consumes it
+# and how traffic reaches it (explicit mode: the ports it declared). A variant key is a
+# tuple of these, in this order.
+VARIANT_FIELDS = (
+    "kind",
+    "name",
+    "consumer",
+    "interception",
+    "app_port",
+    "ingress_port",
+    "egress_port",
+)
+
+
 class ProxyKind(models.TextChoices):
     VIRTUAL_NODE = "virtualNode"
     VIRTUAL_GATEWAY = "virtualGateway"
@@ -54,28 +68,11 @@ class ProxyConfig(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=[
-                    "mesh",
-                    "kind",
-                    "name",
-                    "consumer",
-                    "interception",
-                    "app_port",
-                    "ingress_port",
-                    "egress_port",
-                ],
+                fields=["mesh", *VARIANT_FIELDS],
                 name="uniq_proxy_config",
             )
         ]
-        ordering = [
-            "kind",
-            "name",
-            "consumer",
-            "interception",
-            "app_port",
-            "ingress_port",
-            "egress_port",
-        ]
+        ordering = list(VARIANT_FIELDS)
 
     def __str__(self) -> str:
         return f"{self.kind}/{self.name} ({self.consumer}, {self.interception})"

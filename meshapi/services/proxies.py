@@ -33,7 +33,7 @@ from meshapi.models import (
     VirtualGateway,
     VirtualNode,
 )
-from meshapi.models.proxies import HISTORY_LIMIT
+from meshapi.models.proxies import HISTORY_LIMIT, VARIANT_FIELDS
 from tenants.models import Tenant
 from workers.compiler import xds
 from workers.compiler.context import CONSUMERS, INTERCEPTIONS
@@ -213,19 +213,12 @@ def store(
         row = stored.get(key)
         dep_list = sorted(deps)
         if row is None:
-            kind, name, consumer, interception, app_port, ingress_port, egress_port = key
             new_rows.append(
                 ProxyConfig(
                     tenant_id=loaded.tenant_id,
                     mesh_id=loaded.mesh_id,
-                    kind=kind,
-                    name=name,
-                    consumer=consumer,
-                    interception=interception,
-                    app_port=app_port,
-                    ingress_port=ingress_port,
-                    egress_port=egress_port,
                     requires=dep_list,
+                    **dict(zip(VARIANT_FIELDS, key, strict=True)),
                 )
             )
             changed.append(key)

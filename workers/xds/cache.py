@@ -226,6 +226,7 @@ class ConfigCache:
         from django.db.models.functions import Cast
 
         from meshapi.models import ProxyConfig
+        from meshapi.models.proxies import VARIANT_FIELDS
 
         close_old_connections()
         try:
@@ -251,13 +252,7 @@ class ConfigCache:
                     )
                     .annotate(types_text=Cast("current__type_versions", TextField()))
                     .values_list(
-                        "kind",
-                        "name",
-                        "consumer",
-                        "interception",
-                        "app_port",
-                        "ingress_port",
-                        "egress_port",
+                        *VARIANT_FIELDS,
                         "mesh_id",
                         "current_id",
                         "current__version",
@@ -375,6 +370,7 @@ class ConfigCache:
         from django.db import close_old_connections
 
         from meshapi.models import ProxyConfig
+        from meshapi.models.proxies import VARIANT_FIELDS
 
         close_old_connections()
         by_mesh: dict[tuple[str, str], list[Key]] = {}
@@ -385,16 +381,7 @@ class ConfigCache:
             for (tenant, mesh), group in by_mesh.items():
                 rows = ProxyConfig.objects.filter(
                     tenant__account_id=tenant, mesh__name=mesh, name__in={k.name for k in group}
-                ).values_list(
-                    "kind",
-                    "name",
-                    "consumer",
-                    "interception",
-                    "app_port",
-                    "ingress_port",
-                    "egress_port",
-                    "current__version",
-                )
+                ).values_list(*VARIANT_FIELDS, "current__version")
                 for kind, name, *variant, version in rows:
                     key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", *variant)
                     if key in out:

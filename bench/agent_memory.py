@@ -67,7 +67,7 @@ def main(argv: list[str]) -> None:
     django.setup()
     from django.db import connection
 
-    from bench.propagation import Child, loadavg
+    from bench.procs import Child, loadavg
     from meshapi.demo.scene import find_envoy
     from tenants.identity import services
 

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from bench.propagation import Child
+    from bench.procs import Child
 
 SCRIPT = str(Path(__file__).resolve())
 ROOT = Path(SCRIPT).parent.parent
@@ -247,9 +247,9 @@ async def run_load() -> None:
 
 def guarded(cmd: list[str]) -> list[str]:
     """`cmd` started through the demo's launcher: SIGTERM when this process dies."""
-    from meshapi.demo.scene import _GUARD
+    from meshapi.demo.scene import PARENT_GUARD
 
-    return [sys.executable, "-c", _GUARD, str(os.getpid()), *cmd]
+    return [sys.executable, "-c", PARENT_GUARD, str(os.getpid()), *cmd]
 
 
 def clean_env() -> dict[str, str]:
@@ -261,9 +261,9 @@ def clean_env() -> dict[str, str]:
 
 def pick_port(taken: set[int]) -> int:
     """A free loopback port below the ephemeral range (the demo scene's choice)."""
-    from meshapi.demo.scene import _pick
+    from meshapi.demo.scene import pick_port
 
-    return _pick(taken)
+    return pick_port(taken)
 
 
 def stop_process(proc: subprocess.Popen | None, timeout: float = 10) -> None:
@@ -730,7 +730,7 @@ def drop_database(connection: Any, original_name: str) -> None:
     """Drop the benchmark's database, with the connections the API and xDS threads left."""
     import psycopg
 
-    from bench.propagation import database_url
+    from bench.procs import database_url
 
     test_name = connection.settings_dict["NAME"]
     connection.close()
@@ -748,7 +748,7 @@ def drop_database(connection: Any, original_name: str) -> None:
 
 
 def rss_mb(pid: int) -> float:
-    from bench.propagation import rss_bytes
+    from bench.procs import rss_bytes
 
     return rss_bytes(pid) / 2**20
 
@@ -794,7 +794,7 @@ def main(argv: list[str]) -> None:
     # this process compiles and serves xDS itself, with no Redis and no Celery worker.
     os.environ.pop("REDIS_URL", None)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshapi.settings")
-    from bench.propagation import Child, database_url, loadavg
+    from bench.procs import Child, database_url, loadavg
 
     def on_sigterm(signum, frame):
         raise SystemExit(143)
@@ -925,7 +925,7 @@ def main(argv: list[str]) -> None:
         report(args, rounds, rss, info)
         if db is not None:
             drop_database(*db)
-        print(f"logs: {root}/ and {tempfile.gettempdir()}/bench-propagation-{os.getpid()}-*.log")
+        print(f"logs: {root}/ and {tempfile.gettempdir()}/bench-dataplane-{os.getpid()}-*.log")
 
 
 if __name__ == "__main__":

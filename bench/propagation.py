@@ -41,13 +41,10 @@ import asyncio
 import base64
 import json
 import os
-import queue
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +61,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: import the project as a package
     sys.path[0] = str(ROOT)
 
+from bench.procs import (  # noqa: E402 - after the path is set
+    Child,
+    cpu_seconds,
+    database_url,
+    loadavg,
+    percentile,
+    rss_bytes,
+    settle,
+)
+
 DELTA_METHOD = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 ENDPOINT = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -75,30 +82,8 @@ OPENING_AT_ONCE = 50
 SERVICE = "svc.prop.local"
 GOALS = {"p99_ms_at_1000": 250.0, "cpu_ratio": 1.3, "mb_per_client": 0.5}
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
 
 # ------------------------------------------------------------------ /proc
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def loadavg() -> str:
-    with open("/proc/loadavg") as f:
-        return " ".join(f.read().split()[:3])
 
 
 # ------------------------------------------------------------------ protobuf bytes
@@ -412,65 +397,6 @@ async def run_bare(deadline: float) -> None:
 # ================================================================== orchestrator
 
 
-class Child:
-    """A subprocess spoken to in JSON lines; every question has a time limit."""
-
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
-        self.name = name
-        self.log_path = Path(tempfile.gettempdir()) / f"bench-propagation-{os.getpid()}-{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-        )
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def read(self, timeout: float) -> str:
-        try:
-            line = self.lines.get(timeout=timeout)
-        except queue.Empty:
-            raise RuntimeError(
-                f"{self.name}: no answer within {timeout:.0f} s\n{self.log()}"
-            ) from None
-        if line is None:
-            raise RuntimeError(f"{self.name} exited ({self.proc.poll()})\n{self.log()}")
-        return line
-
-    def ask(self, command: dict, timeout: float) -> dict:
-        self.proc.stdin.write(json.dumps(command) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.read(timeout))
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-
 class XdsReplica(Child):
     """`manage.py serve_xds --insecure` on a free loopback port."""
 
@@ -486,30 +412,6 @@ class XdsReplica(Child):
             line = self.read(60)
         fields = dict(p.split("=", 1) for p in line.split()[2:])
         self.target = fields["ads"]
-
-
-def settle(pid: int, quiet: float = 0.05, limit: float = 60.0) -> float:
-    """Wait (at most `limit` s) until a process uses under `quiet` of a core over 1 s."""
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        before = cpu_seconds(pid)
-        time.sleep(1.0)
-        if cpu_seconds(pid) - before < quiet:
-            break
-    return time.monotonic() - start
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (p99 of 20 samples is the largest: no interpolation)."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
-
-
-def database_url(settings_dict: dict) -> str:
-    host, port = settings_dict["HOST"] or "127.0.0.1", settings_dict["PORT"] or 5432
-    user = settings_dict["USER"] or "postgres"
-    return f"postgres://{user}@{host}:{port}/{settings_dict['NAME']}"
 
 
 def client_name(i: int) -> str:

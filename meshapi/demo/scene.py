@@ -55,7 +55,7 @@ APPS = ("frontend", "catalog-v1", "catalog-v2")  # the intruder has no app of it
 # demo's main thread dies, however it dies (Linux), so no agent (and with it no Envoy)
 # outlives the demo. prctl survives exec; a demo that died before prctl ran is caught by
 # the parent check.
-_GUARD = (
+PARENT_GUARD = (
     "import ctypes, os, signal, sys\n"
     "if sys.platform.startswith('linux'):\n"
     "    ctypes.CDLL(None).prctl(1, signal.SIGTERM)\n"
@@ -101,7 +101,7 @@ def _unassigned_range() -> range:
     return range(10000, low) if low > 12000 else range(low, 65536)
 
 
-def _pick(taken: set[int]) -> int:
+def pick_port(taken: set[int]) -> int:
     candidates = _unassigned_range()
     while True:
         port = random.choice(candidates)
@@ -121,7 +121,7 @@ def choose_ports(path: Path) -> dict[str, Ports]:
     except (OSError, ValueError, TypeError):
         pass
     taken: set[int] = set()
-    chosen = {name: Ports(*(_pick(taken) for _ in range(5))) for name in NODES}
+    chosen = {name: Ports(*(pick_port(taken) for _ in range(5))) for name in NODES}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({k: dataclasses.asdict(v) for k, v in chosen.items()}, indent=1))
     return chosen
@@ -316,7 +316,7 @@ class Agent:
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", _GUARD, str(os.getpid()), *cmd],
+                [sys.executable, "-c", PARENT_GUARD, str(os.getpid()), *cmd],
                 cwd=settings.BASE_DIR,
                 env=env,
                 stdin=subprocess.DEVNULL,

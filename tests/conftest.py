@@ -91,6 +91,19 @@ def personas(api_server, transactional_db):
 
 
 @pytest.fixture
+def embedded(settings):
+    """Tasks in-process (every write compiles before it returns) and pub/sub in-process,
+    as `make demo` runs: no Celery worker or Redis needed."""
+    from workers.celery import app
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    settings.REDIS_URL = ""
+    yield
+    app.conf.task_always_eager = eager
+
+
+@pytest.fixture
 def alice(personas):
     return personas.alice
 

@@ -30,16 +30,6 @@ GATEWAY = ("virtualGateway", "shop-gateway", "envoy", "redirect", 0, 0, 0)
 
 
 @pytest.fixture
-def embedded(settings):
-    """Tasks in-process and pub/sub in-process, as `make demo` runs."""
-    eager = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    settings.REDIS_URL = ""
-    yield
-    app.conf.task_always_eager = eager
-
-
-@pytest.fixture
 def tenant():
     return create_tenant("acme", "alice@example.com")[0]
 

@@ -12,22 +12,12 @@ from meshapi.services.kinds import VIRTUAL_NODE
 from tenants.services import create_tenant
 from tests.workers import meshes
 from workers import loader, publish
-from workers.celery import app
 from workers.compiler import ProxyRequest, compile_proxy
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 CLIENTS = [f"client-{i:02d}" for i in range(12)]
 CATALOG = {"backends": [{"virtualService": {"virtualServiceName": "catalog.shop.local"}}]}
-
-
-@pytest.fixture
-def embedded(settings):
-    eager = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    settings.REDIS_URL = ""
-    yield
-    app.conf.task_always_eager = eager
 
 
 @pytest.fixture

@@ -10,21 +10,10 @@ from envoy.service.discovery.v3 import discovery_pb2
 from meshapi.services import proxies as store
 from tenants.services import create_tenant
 from tests.workers import meshes
-from workers.celery import app
 from workers.compiler import xds
 from workers.xds.cache import CacheRefresher, ConfigCache, Key
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def embedded(settings):
-    """Compiles in-process on every write, pub/sub in-process, as `make demo` runs."""
-    eager = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    settings.REDIS_URL = ""
-    yield
-    app.conf.task_always_eager = eager
 
 
 def keys_of(tenant, mesh) -> list[Key]:

@@ -82,7 +82,8 @@ class Child:
         return json.loads(self.read(timeout))
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # still running; after stop() the file is complete
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:

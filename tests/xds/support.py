@@ -81,7 +81,8 @@ class XdsProcess:
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # still running; after stop() the file is complete
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def stop(self) -> None:

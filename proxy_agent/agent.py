@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
 import grpc
@@ -219,22 +218,14 @@ class Agent:
                 write_atomic(self.data_dir / "ports.json", json.dumps(ports).encode(), 0o644)
                 last = ports
 
-    async def _watch_ports(self, interval: float = 5.0, rescan: float = 30.0) -> None:
-        """Report listener ports another process listens on too (ports.py says why).
-        Scanning /proc reads every process's sockets, so it runs when Envoy's listener
-        ports or process change, and otherwise every `rescan` seconds."""
+    async def _watch_ports(self, interval: float = 5.0) -> None:
+        """Report listener ports another process listens on too (ports.py says why)."""
         from proxy_agent.ports import shared_ports
 
-        scanned: tuple = ()
-        scanned_at = 0.0
         while True:
             envoy = self.envoy
             ports = set(self.relay.listener_ports().values())
-            running = envoy is not None and envoy.running and ports
-            now = time.monotonic()
-            seen = (frozenset(ports), envoy.process.pid) if running else ()
-            if running and (seen != scanned or now - scanned_at >= rescan):
-                scanned, scanned_at = seen, now
+            if envoy is not None and envoy.running and ports:
                 found = await asyncio.to_thread(shared_ports, ports, envoy.process.pid)
                 if found != self.port_conflicts and found:
                     for port, pids in sorted(found.items()):

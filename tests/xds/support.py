@@ -403,3 +403,15 @@ class RawAdsClient:
             self._call.cancel()
         self._channel.close()
         self._thread.join(5)
+
+
+def create_cart(persona) -> None:
+    """Mesh `shop` with one virtual node `cart` listening on 8080, compiled."""
+    client = persona.appmesh()
+    client.create_mesh(meshName="shop")
+    client.create_virtual_node(
+        meshName="shop",
+        virtualNodeName="cart",
+        spec={"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]},
+    )
+    wait_compiled(persona.tenant, "shop")

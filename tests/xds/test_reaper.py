@@ -18,7 +18,13 @@ from django.db import connections
 
 from tests.support.redis_server import RedisServer
 from tests.xds.conftest import needs_redis
-from tests.xds.support import RawAdsClient, XdsProcess, proxy_detail, wait_compiled, wait_for
+from tests.xds.support import (
+    RawAdsClient,
+    XdsProcess,
+    create_cart,
+    proxy_detail,
+    wait_for,
+)
 from workers.compiler import xds
 from workers.xds import reaper, status
 from workers.xds.auth import Identity
@@ -54,14 +60,7 @@ def test_a_dead_replicas_instances_are_deregistered_a_live_ones_stay(
 ):
     monkeypatch.setenv("MESHPLANE_XDS_HEARTBEAT_SECONDS", str(HEARTBEAT))
     monkeypatch.setenv("MESHPLANE_XDS_DEAD_AFTER_SECONDS", str(DEAD_AFTER))
-    client = alice.appmesh()
-    client.create_mesh(meshName="shop")
-    client.create_virtual_node(
-        meshName="shop",
-        virtualNodeName="cart",
-        spec={"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]},
-    )
-    wait_compiled(alice.tenant, "shop")
+    create_cart(alice)
     replicas = {
         name: XdsProcess(insecure=True, replica=name, redis_url=own_redis.url, grace=GRACE)
         for name in ("doomed", "alive")
@@ -109,17 +108,6 @@ def test_a_dead_replicas_instances_are_deregistered_a_live_ones_stay(
 def cart_proxy(ads: str, name: str, address: str) -> RawAdsClient:
     metadata = {"APPMESH_RESOURCE_ARN": ARN, "instance_id": name, "address": address}
     return RawAdsClient(ads, "mesh/shop/virtualNode/cart", metadata, {xds.CLUSTER: []})
-
-
-def create_cart(persona) -> None:
-    client = persona.appmesh()
-    client.create_mesh(meshName="shop")
-    client.create_virtual_node(
-        meshName="shop",
-        virtualNodeName="cart",
-        spec={"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]},
-    )
-    wait_compiled(persona.tenant, "shop")
 
 
 def test_a_stopped_replicas_gone_instances_are_swept_a_reconnected_one_stays(

@@ -5,7 +5,14 @@ once and deregisters the endpoint after the grace period."""
 import requests
 
 from tests.xds.conftest import needs_redis
-from tests.xds.support import RawAdsClient, XdsProcess, proxy_detail, wait_compiled, wait_for
+from tests.xds.support import (
+    RawAdsClient,
+    XdsProcess,
+    create_cart,
+    proxy_detail,
+    wait_compiled,
+    wait_for,
+)
 from workers.compiler import xds
 
 pytestmark = needs_redis
@@ -102,14 +109,7 @@ def test_stream_registers_the_instance_and_closing_deregisters_it_after_grace(
 def test_a_proxy_back_within_the_grace_period_keeps_its_endpoint(alice, worker, api_server):
     import time
 
-    client = alice.appmesh()
-    client.create_mesh(meshName="shop")
-    client.create_virtual_node(
-        meshName="shop",
-        virtualNodeName="cart",
-        spec={"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]},
-    )
-    wait_compiled(alice.tenant, "shop")
+    create_cart(alice)
     grace = 3.0
     server = XdsProcess(insecure=True, grace=grace)
     metadata = {

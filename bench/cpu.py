@@ -5,36 +5,11 @@ seconds the server side burns per request move far less, so the benchmark report
 Linux only (/proc); PostgreSQL must run on this machine for its backend to be measured.
 """
 
-import os
 from dataclasses import dataclass
 
 import psycopg
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process, 0 if it is gone."""
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / _TICK if fields else 0.0
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and int(fields[1]) == pid:
-                out.append(int(entry))
-    return out
+from bench.procs import children, cpu_seconds
 
 
 @dataclass

@@ -135,12 +135,10 @@ async def run_upstream(body: int) -> None:
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
+    from bench.procs import percentile
+
     ordered = sorted(values)
-
-    def rank(q: float) -> float:
-        return ordered[max(0, min(len(ordered) - 1, int(-(-len(ordered) * q // 100)) - 1))]
-
-    return {f"p{q}": round(rank(q) * 1000, 3) for q in (50, 90, 99)} | {
+    return {f"p{q}": round(percentile(ordered, q) * 1000, 3) for q in (50, 90, 99)} | {
         "max": round(ordered[-1] * 1000, 3)
     }
 
@@ -402,7 +400,7 @@ class ProxyPair:
             raise
 
     def pids(self) -> list[int]:
-        from bench.cpu import children
+        from bench.procs import children
 
         return [pid for proc in self.procs for pid in (proc.pid, *children(proc.pid))]
 
@@ -575,7 +573,7 @@ def _answers(port: int, host: str) -> bool:
 
 
 def cpu_of(pids: list[int]) -> dict[int, float]:
-    from bench.cpu import cpu_seconds
+    from bench.procs import cpu_seconds
 
     return {pid: cpu_seconds(pid) for pid in pids}
 

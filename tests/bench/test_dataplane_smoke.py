@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bench import dataplane
-from bench.propagation import Child
+from bench.procs import Child
 
 pytestmark = pytest.mark.e2e
 

@@ -18,19 +18,14 @@ from meshapi.services.kinds import VIRTUAL_NODE
 from tenants.services import create_tenant
 from tests.workers import meshes
 from workers import loader
-from workers.celery import app
 from workers.compiler import MeshContext
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def mesh(settings):
-    eager = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    settings.REDIS_URL = ""
-    yield meshes.shop(create_tenant("acme", "alice@example.com")[0])
-    app.conf.task_always_eager = eager
+def mesh(embedded):
+    return meshes.shop(create_tenant("acme", "alice@example.com")[0])
 
 
 def plain_inputs(loaded: loader.LoadedMesh) -> dict:

@@ -7,6 +7,7 @@ import pytest
 from meshapi.models import Endpoint
 from meshapi.services import endpoints, resources
 from meshapi.services.kinds import MESH, VIRTUAL_NODE
+from tenants.services import create_tenant
 
 pytestmark = pytest.mark.django_db
 
@@ -27,8 +28,8 @@ def _registered():
     )
 
 
-def test_old_instance_deregistration_keeps_the_new_instances_endpoint(alice):
-    tenant = alice.tenant
+def test_old_instance_deregistration_keeps_the_new_instances_endpoint():
+    tenant = create_tenant("acme", "alice@example.com")[0]
     _node(tenant)
     where = {"mesh_name": "m", "node_name": "cart", "port": 8080, "address": "10.0.0.7"}
     endpoints.register(tenant, **where, instance_id="old")

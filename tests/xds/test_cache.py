@@ -31,20 +31,12 @@ def test_resources_are_encoded_once_and_shared_by_every_proxy(embedded):
     entries = {e.key: e for e in cache.load_many(keys)}
     assert len(entries) == len(keys) >= 4 and all(e.version for e in entries.values())
 
+    configs = store.stored_configs(mesh.id)
     seen: dict[tuple, object] = {}
     shared = 0
     for entry in entries.values():
-        stored = store.stored_configs(mesh.id)[
-            (
-                entry.key.kind,
-                entry.key.name,
-                entry.key.consumer,
-                entry.key.interception,
-                entry.key.app_port,
-                entry.key.ingress_port,
-                entry.key.egress_port,
-            )
-        ].current
+        key = entry.key
+        stored = configs[(key.kind, key.name, *key[2:])].current
         assert entry.version == stored.version and entry.type_versions == stored.type_versions
         for type_url, bucket in entry.resources.items():
             assert {n: r.digest for n, r in bucket.items()} == stored.resources[type_url]

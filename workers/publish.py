@@ -45,7 +45,8 @@ _local_lock = threading.Lock()
 
 
 @lru_cache(maxsize=4)
-def _client(url: str):
+def redis_client(url: str):
+    """One client (and connection pool) per URL per process, with short timeouts."""
     import redis
 
     return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
@@ -99,7 +100,7 @@ def publish(messages: list[dict]) -> None:
         return
     try:
         payloads = encode(messages)
-        client = _client(settings.REDIS_URL)
+        client = redis_client(settings.REDIS_URL)
         if len(payloads) == 1:
             client.publish(settings.MESHPLANE_CONFIG_CHANNEL, payloads[0])
             return

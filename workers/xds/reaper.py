@@ -33,7 +33,6 @@ import os
 import time
 from collections import defaultdict
 from datetime import timedelta
-from functools import lru_cache
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -63,15 +62,10 @@ HEARTBEAT_SECONDS = _seconds("MESHPLANE_XDS_HEARTBEAT_SECONDS", 5.0)
 DEAD_AFTER_SECONDS = _seconds("MESHPLANE_XDS_DEAD_AFTER_SECONDS", 30.0)
 
 
-@lru_cache(maxsize=4)
-def _client(url: str):
-    import redis
-
-    return redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
-
-
 def _redis():
-    return _client(settings.REDIS_URL) if settings.REDIS_URL else None
+    from workers.publish import redis_client
+
+    return redis_client(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
 def beat(replica: str) -> None:

@@ -73,6 +73,19 @@ def _ports(listeners) -> tuple[Port, ...]:
     return tuple(seen[p] for p in sorted(seen))
 
 
+def listener_ports(listeners) -> tuple[int, ...]:
+    """The distinct listener ports of a virtual node's spec `listeners`, in port order: the
+    order `node_ports` gives, for code outside the compiler."""
+    return tuple(port.port for port in _ports(listeners))
+
+
+def explicit_ingress_ports(base: int, ports) -> list[tuple[int, int]]:
+    """Explicit mode: (listener port, the ingress listener's own port) for each of a node's
+    listener ports in port order, numbered up from the proxy's ingress port `base`. The
+    compiler builds the listeners this way and registration addresses them this way."""
+    return [(port, base + i) for i, port in enumerate(ports)]
+
+
 def service_provider(ctx: MeshContext, service: str) -> tuple[str, str] | None:
     """("virtualNode" | "virtualRouter", name), or None without a provider."""
     provider = dig(ctx.virtual_services.get(service), "provider")

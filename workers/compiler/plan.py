@@ -15,6 +15,7 @@ from workers.compiler.graph import (
     NO_PRIORITY,
     Port,
     ResolvedRoute,
+    explicit_ingress_ports,
     listener_of,
     node_ports,
     service_ports,
@@ -127,12 +128,13 @@ def make_plan(ctx: MeshContext, proxy: ProxyRequest) -> Plan:
 def _plan_ingress(plan: Plan) -> None:
     ports = node_ports(plan.ctx, plan.proxy.name)
     out = []
-    for i, port in enumerate(ports):
-        if plan.explicit:
+    if plan.explicit:
+        listen = explicit_ingress_ports(plan.proxy.ingress_port, ports)
+        for port, (_, listen_port) in zip(ports, listen, strict=True):
             app = plan.proxy.app_port if plan.proxy.app_port and len(ports) == 1 else port.port
-            out.append(Ingress(port, app, plan.proxy.ingress_port + i))
-        else:
-            out.append(Ingress(port, port.port, plan.proxy.ingress_port))
+            out.append(Ingress(port, app, listen_port))
+    else:
+        out = [Ingress(port, port.port, plan.proxy.ingress_port) for port in ports]
     plan.ingress = tuple(out)
     if plan.explicit:
         plan.metadata["ingress_ports"] = {str(i.port.port): i.listen_port for i in out}

@@ -80,13 +80,9 @@ class InstanceReporter:
 
 
 def _listener_ports(node) -> list[int]:
-    return sorted(
-        {
-            int(listener["portMapping"]["port"])
-            for listener in node.spec.get("listeners") or []
-            if (listener.get("portMapping") or {}).get("port") is not None
-        }
-    )
+    from workers.compiler.graph import listener_ports
+
+    return list(listener_ports(node.spec.get("listeners") or ()))
 
 
 def registrable_ports(identity: Identity, declared: Declared) -> list[tuple[int, int]]:
@@ -98,6 +94,7 @@ def registrable_ports(identity: Identity, declared: Declared) -> list[tuple[int,
     compiler gives each an ingress listener), at that ingress listener's port."""
     from meshapi.models import VirtualNode
     from workers.compiler.context import REDIRECT_INGRESS_PORT
+    from workers.compiler.graph import explicit_ingress_ports
 
     if identity.kind != "virtualNode" or not declared.address:
         return []
@@ -108,8 +105,7 @@ def registrable_ports(identity: Identity, declared: Declared) -> list[tuple[int,
         return []
     ports = _listener_ports(node)
     if declared.interception == "explicit" and declared.consumer == "envoy":
-        base = declared.variant_ports[1] or REDIRECT_INGRESS_PORT
-        return [(port, base + i) for i, port in enumerate(ports)]
+        return explicit_ingress_ports(declared.variant_ports[1] or REDIRECT_INGRESS_PORT, ports)
     if declared.ports:
         ports = [p for p in ports if p in declared.ports]
     return [(port, port) for port in ports]

@@ -119,25 +119,15 @@ def split_identity_file(data: bytes) -> tuple[bytes, bytes]:
 
 
 def key_matches(chain_pem: bytes, key_pem: bytes) -> bool:
-    """Whether the key belongs to the chain's first certificate (ValueError if unreadable)."""
+    """Whether the key belongs to the chain's first certificate (ValueError if unreadable).
+    A key that does not carry its public key counts as not matching (the agent's own keys,
+    made by keygen.py, always do): the agent then joins again."""
     blocks = der.pem_blocks(chain_pem, b"CERTIFICATE")
     keys = der.pem_blocks(key_pem, b"PRIVATE KEY")
     if not blocks or not keys:
         raise ValueError("no certificate or no PKCS #8 key")
     public = der.ec_public_key_info(keys[0])
-    if public is not None:
-        return public == der.certificate_info(blocks[0]).public_key
-    # A key that does not carry its public key (the agent's own always do): ask keygen.py.
-    pair = json.dumps({"chain": chain_pem.decode(), "key": key_pem.decode()})
-    done = subprocess.run(
-        [sys.executable, "-P", str(KEYGEN), "match"],
-        input=pair.encode(),
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ValueError(done.stderr.decode(errors="replace").strip() or "keygen.py failed")
-    return json.loads(done.stdout) is True
+    return public is not None and public == der.certificate_info(blocks[0]).public_key
 
 
 async def _call(channel: grpc.aio.Channel, method: str, body: dict) -> dict:

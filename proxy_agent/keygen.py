@@ -4,9 +4,6 @@
 agent needs it only at a join and at each renewal (hours apart in production), so the
 agent runs this file with its own interpreter (`python -P keygen.py csr [SPIFFE_ID]`) and
 reads `{"key": PEM, "csr": PEM}` from its output. It imports nothing of the agent's.
-
-`python -P keygen.py match` reads `{"chain": PEM, "key": PEM}` and prints whether the key
-belongs to the chain's first certificate (for keys der.py cannot read the public key of).
 """
 
 from __future__ import annotations
@@ -39,27 +36,12 @@ def new_key_and_csr(spiffe_id: str = "") -> tuple[bytes, bytes]:
     return key_pem, csr.public_bytes(serialization.Encoding.PEM)
 
 
-def key_matches(chain_pem: bytes, key_pem: bytes) -> bool:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    cert = x509.load_pem_x509_certificate(chain_pem)
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    fmt = serialization.PublicFormat.SubjectPublicKeyInfo
-    enc = serialization.Encoding.DER
-    return cert.public_key().public_bytes(enc, fmt) == key.public_key().public_bytes(enc, fmt)
-
-
 def main(argv: list[str]) -> int:
     if argv[:1] == ["csr"] and len(argv) <= 2:
         key_pem, csr_pem = new_key_and_csr(argv[1] if len(argv) == 2 else "")
         json.dump({"key": key_pem.decode(), "csr": csr_pem.decode()}, sys.stdout)
         return 0
-    if argv == ["match"]:
-        pair = json.load(sys.stdin)
-        json.dump(key_matches(pair["chain"].encode(), pair["key"].encode()), sys.stdout)
-        return 0
-    print("usage: keygen.py csr [SPIFFE_ID] | keygen.py match < {chain, key}", file=sys.stderr)
+    print("usage: keygen.py csr [SPIFFE_ID]", file=sys.stderr)
     return 2
 
 

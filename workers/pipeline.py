@@ -152,19 +152,12 @@ def compile_variants(
 def proxy_request(key: Key) -> ProxyRequest:
     """The compiler's request for a stored variant: declared ports replace the defaults
     (0 keeps the default: the node's listener port, ingress 15000, egress 15001)."""
-    kind, name, consumer, interception, app_port, ingress_port, egress_port = key
-    request = ProxyRequest(kind, name, consumer, interception)
-    if interception != "explicit":
-        return request
-    return ProxyRequest(
-        kind,
-        name,
-        consumer,
-        interception,
-        app_port=app_port or request.app_port,
-        ingress_port=ingress_port or request.ingress_port,
-        egress_port=egress_port or request.egress_port,
-    )
+    kind, name, consumer, interception, *ports = key
+    declared = {}
+    if interception == "explicit":
+        fields = ("app_port", "ingress_port", "egress_port")
+        declared = {field: port for field, port in zip(fields, ports, strict=True) if port}
+    return ProxyRequest(kind, name, consumer, interception, **declared)
 
 
 def _compile_each(

@@ -291,10 +291,7 @@ class ProxyViewSet(TenantScopedViewSet):
         running proxy connected (or lately connected) to the xDS server, the version of
         each type it acknowledged and the last configuration it rejected, with why."""
         ref = self._proxy()
-        rows = {
-            (r.consumer, r.interception, r.app_port, r.ingress_port, r.egress_port): r
-            for r in service.variants_of(ref)
-        }
+        rows = {service.variant_key(r)[2:]: r for r in service.variants_of(ref)}
         rows.setdefault(("envoy", "redirect", 0, 0, 0), None)
         variants = [_summary(ref.mesh.name, ref.kind, ref.name, v, rows[v]) for v in sorted(rows)]
         instances = instances_of(ref)

@@ -3,6 +3,7 @@ connected or not, on which replica, what each acknowledged, and why it last refu
 
 from meshapi.models import ProxyConfig, ProxyConnection, ProxyInstance
 from meshapi.models.instances import CONNECTIONS_KEPT
+from meshapi.models.proxies import VARIANT_FIELDS
 from meshapi.services.proxies import TYPE_NAMES, ProxyRef
 
 
@@ -75,14 +76,7 @@ def rollup(ref: ProxyRef, instances: list[dict]) -> dict:
         tuple(variant): versions or {}
         for *variant, versions in ProxyConfig.objects.filter(
             mesh=ref.mesh, kind=ref.kind, name=ref.name
-        ).values_list(
-            "consumer",
-            "interception",
-            "app_port",
-            "ingress_port",
-            "egress_port",
-            "current__type_versions",
-        )
+        ).values_list(*VARIANT_FIELDS[2:], "current__type_versions")
     }
     labels = {label: type_url for type_url, label in TYPE_NAMES.items()}
     for instance in connected:

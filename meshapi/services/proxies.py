@@ -11,7 +11,8 @@ unified diff between two stored versions, and variants compiled on demand.
 
 import difflib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,17 +97,8 @@ def stored_configs(mesh_id: int) -> dict["Key", ProxyConfig]:
     return {variant_key(r): r for r in rows}
 
 
-def variant_key(row: ProxyConfig) -> "Key":
-    """A stored variant's key as the pipeline uses it."""
-    return (
-        row.kind,
-        row.name,
-        row.consumer,
-        row.interception,
-        row.app_port,
-        row.ingress_port,
-        row.egress_port,
-    )
+# A stored variant's key as the pipeline uses it: its VARIANT_FIELDS, in order.
+variant_key: Callable[[ProxyConfig], "Key"] = operator.attrgetter(*VARIANT_FIELDS)
 
 
 @dataclass(frozen=True)

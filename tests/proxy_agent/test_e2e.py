@@ -136,13 +136,9 @@ def _instance(alice) -> dict:
 
 def _endpoints(alice, node: str) -> list[tuple[str, int, int]]:
     """(source, listener port, target port) of the node's endpoints, from the native API."""
-    listed = requests.get(
-        f"{alice.base_url}/api/v1/meshes/{MESH}/virtual-nodes/{node}/endpoints/",
-        headers=alice.bearer,
-        timeout=30,
-    )
-    assert listed.status_code == 200, listed.text
-    return [(e["source"], e["port"], e["targetPort"]) for e in listed.json()["results"]]
+    from tests.xds.support import list_endpoints
+
+    return [(e["source"], e["port"], e["targetPort"]) for e in list_endpoints(alice, MESH, node)]
 
 
 def _egress_port(agent) -> int:

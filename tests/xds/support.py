@@ -132,6 +132,14 @@ def proxy_detail(persona, mesh: str, kind: str, name: str) -> dict:
     return response.json()
 
 
+def list_endpoints(persona, mesh: str, node: str) -> list[dict]:
+    """A virtual node's endpoints, as the native API lists them."""
+    url = f"{persona.base_url}/api/v1/meshes/{mesh}/virtual-nodes/{node}/endpoints/"
+    response = requests.get(url, headers=persona.bearer, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
 def add_static_endpoint(persona, mesh: str, node: str, port: int, address: str = "127.0.0.1"):
     url = f"{persona.base_url}/api/v1/meshes/{mesh}/virtual-nodes/{node}/endpoints/"
     response = requests.post(

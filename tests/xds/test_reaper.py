@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
-import requests
 from django.db import connections
 
 from tests.support.redis_server import RedisServer
@@ -22,6 +21,7 @@ from tests.xds.support import (
     RawAdsClient,
     XdsProcess,
     create_cart,
+    list_endpoints,
     proxy_detail,
     wait_for,
 )
@@ -45,8 +45,7 @@ def own_redis(settings):
 
 
 def registered(persona) -> dict[str, str]:
-    url = f"{persona.base_url}/api/v1/meshes/shop/virtual-nodes/cart/endpoints/"
-    rows = requests.get(url, headers=persona.bearer, timeout=30).json()["results"]
+    rows = list_endpoints(persona, "shop", "cart")
     return {e["instanceId"]: e["address"] for e in rows if e["source"] == "registered"}
 
 

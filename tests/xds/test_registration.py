@@ -2,13 +2,12 @@
 `registered`) and the API shows the instance; closing the stream marks it disconnected at
 once and deregisters the endpoint after the grace period."""
 
-import requests
-
 from tests.xds.conftest import needs_redis
 from tests.xds.support import (
     RawAdsClient,
     XdsProcess,
     create_cart,
+    list_endpoints,
     proxy_detail,
     wait_compiled,
     wait_for,
@@ -21,8 +20,7 @@ ARN = "arn:aws:appmesh:us-east-1:111111111111:mesh/shop/virtualNode/{}"
 
 
 def endpoints(persona, node: str) -> list[dict]:
-    url = f"{persona.base_url}/api/v1/meshes/shop/virtual-nodes/{node}/endpoints/"
-    return requests.get(url, headers=persona.bearer, timeout=30).json()["results"]
+    return list_endpoints(persona, "shop", node)
 
 
 def test_stream_registers_the_instance_and_closing_deregisters_it_after_grace(

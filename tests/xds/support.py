@@ -25,7 +25,8 @@ GREETER_METHOD = "/test.Greeter/Hello"
 
 
 class XdsProcess:
-    """`manage.py serve_xds` on free ports; `stop()` sends SIGTERM, `kill()` SIGKILL."""
+    """`manage.py serve_xds` on free ports; `stop()` sends SIGTERM, `kill()` SIGKILL.
+    `processes`: `--processes N` (its replica processes' pids in `pids`)."""
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class XdsProcess:
         join_port: int | None = None,
         grace: float = 1.0,
         poll: float = 30.0,
+        processes: int | None = None,
     ) -> None:
         self.replica = replica
         self.log_path = Path(tempfile.gettempdir()) / f"serve-xds-{os.getpid()}-{replica}.log"
@@ -49,6 +51,8 @@ class XdsProcess:
             cmd.append("--insecure")
         if join_port is not None:
             cmd += ["--join-port", str(join_port)]
+        if processes is not None:
+            cmd += ["--processes", str(processes)]
         env = {
             **os.environ,
             "DATABASE_URL": live_database_url(),
@@ -64,6 +68,7 @@ class XdsProcess:
             cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self._log
         )
         self.ads = self.join = ""
+        self.pids: list[int] = []  # the replica processes' with --processes
         deadline = time.monotonic() + 60
         line = b""
         while time.monotonic() < deadline:
@@ -73,6 +78,7 @@ class XdsProcess:
             if line.startswith(b"serve_xds ready"):
                 fields = dict(p.split("=", 1) for p in line.decode().split()[2:])
                 self.ads, self.join = fields["ads"], fields.get("join", "")
+                self.pids = [int(p) for p in fields.get("pids", "").split(",") if p]
                 break
         if not self.ads:
             self.kill()

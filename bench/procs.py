@@ -14,6 +14,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -44,12 +48,49 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its descendants, from /proc/<pid>/task/*/children (read now: a process
+    started later, e.g. a restarted replica process, is counted from then on)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(child) for child in f.read().split())
+            except OSError:
+                pass
+    return out
+
+
+def family_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` and its descendants (serve_xds --processes N: the
+    parent and its replica processes)."""
+    return sum(cpu_seconds(p) for p in family(pid))
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def family_rss_bytes(pid: int) -> int:
+    """RSS summed over `pid` and its descendants (pages they share are counted in each)."""
+    total = 0
+    for p in family(pid):
+        try:
+            total += rss_bytes(p)
+        except OSError:
+            pass  # exited meanwhile
+    return total
 
 
 def loadavg() -> str:
@@ -119,13 +160,16 @@ class Child:
         self._log.close()
 
 
-def settle(pid: int, quiet: float = 0.05, limit: float = 60.0) -> float:
-    """Wait (at most `limit` s) until a process uses under `quiet` of a core over 1 s."""
+def settle(
+    pid: int, quiet: float = 0.05, limit: float = 60.0, cpu: Callable[[int], float] = cpu_seconds
+) -> float:
+    """Wait (at most `limit` s) until a process uses under `quiet` of a core over 1 s, its
+    CPU read by `cpu` (family_cpu_seconds: with its descendants)."""
     start = time.monotonic()
     while time.monotonic() - start < limit:
-        before = cpu_seconds(pid)
+        before = cpu(pid)
         time.sleep(1.0)
-        if cpu_seconds(pid) - before < quiet:
+        if cpu(pid) - before < quiet:
             break
     return time.monotonic() - start
 

@@ -2,7 +2,7 @@
 what the push costs the replica per client, and what a connected client costs it in memory.
 
     DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/propagation.py \
-        [--sizes 1 100 1000] [--changes 20]
+        [--sizes 1 100 1000] [--changes 20] [--streams-per-channel 100] [--xds-processes 1]
 
 One run, three processes besides this one, all on loopback:
 
@@ -28,9 +28,11 @@ One run, three processes besides this one, all on loopback:
 
 Per size: RSS of serve_xds idle and with N clients connected; then ≥ 20 changes, each timed
 from the UpdateRoute to the moment the last client ACKed the new version (also split at
-the end of run_compile, i.e. from publish); serve_xds CPU (/proc, all threads) over the
+the end of run_compile, i.e. from publish); serve_xds CPU (/proc, all threads; with
+`--xds-processes N` the parent and its N replica processes, RSS summed likewise) over the
 changes, per client per change, beside the bare server's CPU for the same number of pushes
-to the same streams. Every phase has a count and a time limit; children are stopped and the
+to the same streams; and the load process's own CPU per change (is the client the limit?).
+Every phase has a count and a time limit; children are stopped and the
 database dropped in `finally` and on SIGTERM. Reports, never asserts.
 """
 
@@ -65,6 +67,8 @@ from bench.procs import (  # noqa: E402 - after the path is set
     Child,
     cpu_seconds,
     database_url,
+    family_cpu_seconds,
+    family_rss_bytes,
     loadavg,
     percentile,
     rss_bytes,
@@ -392,11 +396,14 @@ async def run_bare(deadline: float) -> None:
 
 
 class XdsReplica(Child):
-    """`manage.py serve_xds --insecure` on a free loopback port."""
+    """`manage.py serve_xds --insecure` on a free loopback port; with `processes` > 1 a
+    parent and its replica processes (`--processes`), whose CPU and RSS count together."""
 
-    def __init__(self, name: str, env: dict[str, str]) -> None:
+    def __init__(self, name: str, env: dict[str, str], processes: int = 1) -> None:
         cmd = [sys.executable, "manage.py", "serve_xds", "--insecure", "--host", "127.0.0.1"]
         cmd += ["--port", "0", "--replica", f"bench-{os.getpid()}"]
+        if processes != 1:
+            cmd += ["--processes", str(processes)]
         super().__init__(name, cmd, env)
         line = ""
         deadline = time.monotonic() + 60
@@ -519,10 +526,11 @@ def measure_size(
     nodes = node_specs(tenant, mesh, size)
 
     # ---------------------------------------------------------------- serve_xds
-    replica = XdsReplica(f"serve_xds-{size}", env)
+    replica = XdsReplica(f"serve_xds-{size}", env, args.xds_processes)
+    xds_pid = replica.proc.pid  # with --xds-processes N, CPU and RSS are its family's
     try:
         time.sleep(2.0)  # settle: the refresher subscribes, imports finish
-        rss_idle = rss_bytes(replica.proc.pid)
+        rss_idle = family_rss_bytes(xds_pid)
         answer = load.ask(
             {
                 "cmd": "connect",
@@ -547,23 +555,22 @@ def measure_size(
             print(f"  N={size}: {row['error']}", flush=True)
             return
         time.sleep(1.0)  # the status recorder's first flush of ACKs
-        rss_connected = rss_bytes(replica.proc.pid)
+        rss_connected = family_rss_bytes(xds_pid)
         row["rss_idle_mb"] = rss_idle / 2**20
         row["rss_mb"] = rss_connected / 2**20
         row["mb_per_client"] = (rss_connected - rss_idle) / size / 2**20
 
         # The streams' endpoint registrations run on after the first ACKs: wait for them,
         # so the idle rate subtracted below is the replica's idle, not their tail.
-        row["settle_s"] = settle(replica.proc.pid)
-        cpu_idle_start, idle_start = cpu_seconds(replica.proc.pid), time.monotonic()
+        row["settle_s"] = settle(xds_pid, quiet=0.05 * args.xds_processes, cpu=family_cpu_seconds)
+        cpu_idle_start, idle_start = family_cpu_seconds(xds_pid), time.monotonic()
         time.sleep(2.0)
-        idle_rate = (cpu_seconds(replica.proc.pid) - cpu_idle_start) / (
-            time.monotonic() - idle_start
-        )
+        idle_rate = (family_cpu_seconds(xds_pid) - cpu_idle_start) / (time.monotonic() - idle_start)
 
         totals, from_publish, first_acks, writes, compiles, timeouts = [], [], [], [], [], 0
         phase_end = time.monotonic() + args.phase_limit
-        cpu_start, wall_start = cpu_seconds(replica.proc.pid), time.monotonic()
+        cpu_start, wall_start = family_cpu_seconds(xds_pid), time.monotonic()
+        load_cpu_start = cpu_seconds(load.proc.pid)
         for change in range(args.changes):
             if time.monotonic() > phase_end or timeouts >= 3:
                 break
@@ -599,7 +606,8 @@ def measure_size(
             first_acks.append((answer["first"] - t_published) * 1000)
         time.sleep(0.5)  # the last ACKs' status flush belongs to the push path too
         wall = time.monotonic() - wall_start
-        cpu = cpu_seconds(replica.proc.pid) - cpu_start - idle_rate * wall
+        cpu = family_cpu_seconds(xds_pid) - cpu_start - idle_rate * wall
+        load_cpu = cpu_seconds(load.proc.pid) - load_cpu_start
         row.update(
             changes=len(totals),
             timeouts=timeouts,
@@ -612,6 +620,7 @@ def measure_size(
             compile_p50_ms=statistics.median(compiles) if compiles else None,
             idle_cpu_pct=idle_rate * 100,
             xds_cpu_us=cpu / max(1, len(totals)) / size * 1e6,
+            load_cpu_ms=load_cpu / max(1, len(totals)) * 1000,
         )
         sample = load.ask({"cmd": "sample"}, 30)["b64"]
     finally:
@@ -697,15 +706,18 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def report(results: dict, load_before: str, load_after: str) -> None:
+def report(results: dict, load_before: str, load_after: str, processes: int = 1) -> None:
     print()
-    print(f"load average before: {load_before}  after: {load_after}  cores: {os.cpu_count()}")
+    print(
+        f"load average before: {load_before}  after: {load_after}  cores: {os.cpu_count()}  "
+        f"serve_xds processes: {processes}"
+    )
     print(
         f"{'N':>5} {'changes':>7} {'p50 ms':>8} {'p99 ms':>8} {'pub 1st':>8} {'pub p50':>8} "
         f"{'pub p99':>8} "
         f"{'write':>6} {'compile':>8} {'bare p50':>8} {'bare p99':>9} {'xds us/cl':>9} "
         f"{'bare us/cl':>10} {'cpu x':>6} {'MB/cl':>6} {'bare MB/cl':>10} "
-        f"{'RSS idle':>8} {'RSS N':>7}"
+        f"{'RSS idle':>8} {'RSS N':>7} {'load ms/ch':>10}"
     )
     for size in sorted(results):
         r = results[size]
@@ -722,7 +734,7 @@ def report(results: dict, load_before: str, load_after: str) -> None:
             f"{_fmt(r.get('xds_cpu_us'), '9.0f')} {_fmt(r.get('bare_cpu_us'), '10.0f')} "
             f"{_fmt(ratio, '6.2f')} {_fmt(r.get('mb_per_client'), '6.3f')} "
             f"{_fmt(r.get('bare_mb_per_client'), '10.3f')} {_fmt(r.get('rss_idle_mb'), '8.1f')} "
-            f"{_fmt(r.get('rss_mb'), '7.1f')}"
+            f"{_fmt(r.get('rss_mb'), '7.1f')} {_fmt(r.get('load_cpu_ms'), '10.1f')}"
         )
         if r.get("idle_cpu_pct") is not None:
             print(
@@ -754,9 +766,17 @@ def main(argv: list[str]) -> None:
         default=STREAMS_PER_CHANNEL,
         help="streams sharing one HTTP/2 connection (1: a connection per proxy, as deployed)",
     )
+    parser.add_argument(
+        "--xds-processes",
+        type=int,
+        default=1,
+        help="serve_xds --processes N: replica processes on one port (CPU and RSS summed)",
+    )
     parser.add_argument("--change-limit", type=float, default=60.0, help="s for one change")
     parser.add_argument("--phase-limit", type=float, default=600.0, help="s for one size")
     args = parser.parse_args(argv)
+    if args.xds_processes < 1:
+        parser.error("--xds-processes must be at least 1")
     if not os.environ.get("DATABASE_URL", "").startswith("postgres"):
         sys.exit("DATABASE_URL must name a PostgreSQL server (the benchmark makes its own db).")
     if not os.environ.get("REDIS_URL"):
@@ -832,7 +852,7 @@ def main(argv: list[str]) -> None:
         except Exception:  # noqa: BLE001, S110 - nothing was ever queued there
             pass
         # Also after a SIGTERM or a failure: what was measured until then.
-        report(results, load_before, load_after)
+        report(results, load_before, load_after, args.xds_processes)
         print(f"process logs: {tempfile.gettempdir()}/bench-propagation-{os.getpid()}-*.log")
 
 

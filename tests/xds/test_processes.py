@@ -7,6 +7,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -241,3 +242,23 @@ def test_bad_process_counts_are_refused_naming_the_flag(monkeypatch):
     monkeypatch.setenv("MESHPLANE_XDS_PROCESSES", "many")
     with pytest.raises(CommandError, match="MESHPLANE_XDS_PROCESSES"):
         call_command("serve_xds", "--insecure")
+
+
+@needs_redis
+def test_a_process_that_keeps_dying_makes_the_parent_give_up(transactional_db, own_redis):
+    server = XdsProcess(insecure=True, replica="doomed", redis_url=own_redis.url, processes=2)
+    try:
+        survivor, victim = server.pids
+        killed = set()
+        deadline = time.monotonic() + 120
+        while server.proc.poll() is None and time.monotonic() < deadline:
+            for pid in child_pids(server.proc.pid) - {survivor} - killed:
+                os.kill(pid, signal.SIGKILL)  # dies at once, whether ready or not
+                killed.add(pid)
+            time.sleep(0.05)
+        assert server.proc.wait(30) == 1, server.log()
+        assert victim in killed and len(killed) == 6, server.log()
+        assert "doomed-2 died 6 times in a row" in server.log()
+        assert not alive(survivor)  # the others are stopped too
+    finally:
+        server.stop()

@@ -277,58 +277,76 @@ def _insert_versions(
     rows: list[tuple[int, "Snapshot"]], revision: int, now: datetime
 ) -> dict[int, int]:
     """Insert one ProxyVersion per (proxy pk, snapshot); returns proxy pk → version pk.
-    Proxies compiled to the same version share one encoding of its manifest."""
+    Proxies compiled to the same version (with the same warnings and metadata) share one
+    manifest: encoded once here, sent and parsed into jsonb once by PostgreSQL, and
+    copied into each of their rows (1,000 clients of one backend are one manifest)."""
     if not rows:
         return {}
-    encoded: dict[str, tuple[str, str]] = {}
-    columns: tuple[list, ...] = ([], [], [], [], [], [])
+    # (version, warnings, metadata JSON) → its index in `manifests`. Proxies sharing a
+    # snapshot share its metadata object: encoded once per object.
+    index: dict[tuple[str, tuple[str, ...], str], int] = {}
+    metadata_json: dict[int, str] = {}
+    manifests: tuple[list[str], ...] = ([], [], [], [], [])
+    proxy_ids: list[int] = []
+    positions: list[int] = []
     for proxy_id, snapshot in rows:
-        manifest = encoded.get(snapshot.version)
-        if manifest is None:
-            manifest = encoded[snapshot.version] = (
-                _json(dict(snapshot.type_versions)),
-                _json({t: dict(h) for t, h in snapshot.hashes.items() if h}),
-            )
-        for column, value in zip(
-            columns,
-            (
-                proxy_id,
-                snapshot.version,
-                *manifest,
-                _json(list(snapshot.warnings)),
-                _json(dict(snapshot.metadata)),
-            ),
-            strict=True,
-        ):
-            column.append(value)
+        metadata = metadata_json.get(id(snapshot.metadata))
+        if metadata is None:
+            metadata = metadata_json[id(snapshot.metadata)] = _json(dict(snapshot.metadata))
+        ident = (snapshot.version, snapshot.warnings, metadata)
+        position = index.get(ident)
+        if position is None:
+            position = index[ident] = len(index) + 1
+            for column, value in zip(
+                manifests,
+                (
+                    snapshot.version,
+                    _json(dict(snapshot.type_versions)),
+                    _json({t: dict(h) for t, h in snapshot.hashes.items() if h}),
+                    _json(list(snapshot.warnings)),
+                    metadata,
+                ),
+                strict=True,
+            ):
+                column.append(value)
+        proxy_ids.append(proxy_id)
+        positions.append(position)
     if connection.vendor != "postgresql":
+        decoded = [
+            (version, *(json.loads(value) for value in encoded))
+            for version, *encoded in zip(*manifests, strict=True)
+        ]
         versions = ProxyVersion.objects.bulk_create(
             ProxyVersion(
                 proxy_id=proxy_id,
                 version=version,
                 revision=revision,
                 compiled_at=now,
-                type_versions=json.loads(type_versions),
-                resources=json.loads(resources),
-                warnings=json.loads(warnings),
-                metadata=json.loads(metadata),
+                type_versions=type_versions,
+                resources=resources,
+                warnings=warnings,
+                metadata=metadata,
             )
-            for proxy_id, version, type_versions, resources, warnings, metadata in zip(
-                *columns, strict=True
+            for proxy_id, (version, type_versions, resources, warnings, metadata) in zip(
+                proxy_ids, (decoded[position - 1] for position in positions), strict=True
             )
         )
         return {v.proxy_id: v.pk for v in versions}
     table = connection.ops.quote_name(ProxyVersion._meta.db_table)
     with _binary_cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (proxy_id, version, revision, compiled_at, type_versions,"
+            "WITH m AS MATERIALIZED (SELECT m.i, m.version, m.type_versions::jsonb AS"
+            " type_versions, m.resources::jsonb AS resources, m.warnings::jsonb AS warnings,"
+            " m.metadata::jsonb AS metadata"
+            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
+            " WITH ORDINALITY AS m(version, type_versions, resources, warnings, metadata, i))"
+            f" INSERT INTO {table} (proxy_id, version, revision, compiled_at, type_versions,"
             " resources, warnings, metadata)"
-            " SELECT u.proxy_id, u.version, %b, %b, u.type_versions::jsonb, u.resources::jsonb,"
-            " u.warnings::jsonb, u.metadata::jsonb"
-            " FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
-            " AS u(proxy_id, version, type_versions, resources, warnings, metadata)"
+            " SELECT u.proxy_id, m.version, %b, %b, m.type_versions, m.resources, m.warnings,"
+            " m.metadata FROM unnest(%b::bigint[], %b::bigint[]) WITH ORDINALITY"
+            " AS u(proxy_id, manifest, n) JOIN m ON m.i = u.manifest ORDER BY u.n"
             " RETURNING proxy_id, id",
-            [revision, now, *columns],
+            [*manifests, revision, now, proxy_ids, positions],
         )
         return dict(cursor.fetchall())
 

@@ -104,3 +104,41 @@ def test_a_published_version_reaches_a_watcher(embedded, monkeypatch):
     assert update.version == stored.current.version != first.version
     assert update.type_versions[xds.ROUTE] != first.type_versions[xds.ROUTE]
     assert update.type_versions[xds.CLUSTER] == first.type_versions[xds.CLUSTER]
+
+
+def test_many_variants_of_one_content_load_as_one_shared_config(embedded):
+    """Past ten proxy names the variants are read by the replica's own prepared statement;
+    proxies whose stored configurations are the same share one Config, also across loads."""
+    from meshapi.models import Mesh
+    from meshapi.services import resources
+    from meshapi.services.kinds import MESH, VIRTUAL_NODE, VIRTUAL_SERVICE
+
+    tenant = create_tenant("acme", "alice@example.com")[0]
+    writer = resources.Writer(actor="test")
+    http = {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}
+    resources.create(tenant, MESH, writer, mesh_name="many", name="many", spec=None)
+    resources.create(tenant, VIRTUAL_NODE, writer, mesh_name="many", name="api", spec=http)
+    provider = {"provider": {"virtualNode": {"virtualNodeName": "api"}}}
+    resources.create(
+        tenant, VIRTUAL_SERVICE, writer, mesh_name="many", name="api.local", spec=provider
+    )
+    backends = {"backends": [{"virtualService": {"virtualServiceName": "api.local"}}]}
+    clients = [f"c{i:02d}" for i in range(14)]
+    for name in clients:
+        resources.create(tenant, VIRTUAL_NODE, writer, mesh_name="many", name=name, spec=backends)
+    mesh = Mesh.objects.get(tenant=tenant, name="many")
+    keys = keys_of(tenant, mesh)
+    assert len(keys) == len(clients) + 1
+    cache = ConfigCache()
+    entries = {e.key: e for e in cache.load_many(keys)}
+
+    configs = store.stored_configs(mesh.id)
+    for key, entry in entries.items():
+        stored = configs[(key.kind, key.name, *key[2:])].current
+        assert entry.version == stored.version and entry.type_versions == stored.type_versions
+        for type_url, names in stored.resources.items():
+            assert {n: r.digest for n, r in entry.of(type_url).items()} == names
+    shared = {id(entries[k].config) for k in keys if k.name in clients}
+    assert len(shared) == 1
+    again = cache.load_many([k for k in keys if k.name in clients])
+    assert {id(e.config) for e in again} == shared

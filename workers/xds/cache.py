@@ -24,8 +24,8 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from workers.compiler import xds
@@ -111,32 +111,54 @@ class Key(NamedTuple):
         return self.node_id.split("/", 3)[3]
 
 
-@dataclass(slots=True)
+NOTHING: Mapping[str, Resource] = MappingProxyType({})  # a type without resources
+
+
+class Config:
+    """A stored configuration's content: its type versions and, per type, its bucket.
+    Content-addressed (a type version names its resources), so every variant of a mesh
+    with the same type versions shares one (the 1,000 proxies one change reaches with
+    identical configurations are one Config, built once per load, not 1,000)."""
+
+    __slots__ = ("__weakref__", "resources", "type_versions")
+
+    def __init__(
+        self, type_versions: dict[str, str], resources: dict[str, dict[str, Resource]]
+    ) -> None:
+        self.type_versions = type_versions
+        self.resources = resources
+
+
 class Entry:
     """A variant's configuration as stored: `version` None when it has none (not compiled
-    yet, or the proxy was deleted): every type is then empty."""
+    yet, or the proxy was deleted): every type is then empty. What it serves is its
+    `config`, shared with the variants of the same content."""
 
-    key: Key
-    version: str | None
-    seq: int  # the stored version's row id: a later store has a larger one
-    type_versions: dict[str, str] = field(default_factory=dict)
-    resources: dict[str, dict[str, Resource]] = field(default_factory=dict)
+    __slots__ = ("config", "key", "resources", "seq", "type_versions", "version")
 
-    def of(self, type_url: str) -> dict[str, Resource]:
-        return self.resources.get(type_url, {})
+    def __init__(
+        self,
+        key: Key,
+        version: str | None,
+        seq: int,  # the stored version's row id: a later store has a larger one
+        type_versions: dict[str, str] | None = None,
+        resources: dict[str, dict[str, Resource]] | None = None,
+        config: Config | None = None,
+    ) -> None:
+        if config is None:
+            config = Config(dict(type_versions or {}), dict(resources or {}))
+        self.key = key
+        self.version = version
+        self.seq = seq
+        self.config = config
+        self.type_versions = config.type_versions
+        self.resources = config.resources
+
+    def of(self, type_url: str) -> Mapping[str, Resource]:
+        return self.resources.get(type_url, NOTHING)
 
 
 Watcher = Callable[[Entry], None]
-
-
-class Stored(NamedTuple):
-    """A variant's current stored version, as read for the cache (its manifest,
-    {type_url: {name: digest}}, is read only for type versions new to the replica)."""
-
-    mesh_id: int
-    seq: int
-    version: str
-    type_versions: dict
 
 
 class Bucket(dict):
@@ -155,6 +177,9 @@ class ConfigCache:
         self._encoded: weakref.WeakValueDictionary[tuple, Resource] = weakref.WeakValueDictionary()
         self._buckets: weakref.WeakValueDictionary[tuple, Bucket] = weakref.WeakValueDictionary()
         self._empty: set[tuple] = set()  # type versions with no resources (a few per mesh)
+        # (mesh id, type versions as stored JSON text) → the Config of that content
+        self._configs: weakref.WeakValueDictionary[tuple, Config] = weakref.WeakValueDictionary()
+        self._current_sql: tuple[str, list] | None = None  # see _current
         self._encoded_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -220,13 +245,7 @@ class ConfigCache:
         variants' versions, one for the manifests of type versions this replica has not
         seen (one stored version each) and one for the resources not encoded here yet, so
         the publish of a change reaching 1,000 proxies is a handful of small queries."""
-        from django.db import close_old_connections, connection
-        from django.db.models import TextField
-        from django.db.models.expressions import RawSQL
-        from django.db.models.functions import Cast
-
-        from meshapi.models import ProxyConfig
-        from meshapi.models.proxies import VARIANT_FIELDS
+        from django.db import close_old_connections
 
         close_old_connections()
         try:
@@ -236,60 +255,103 @@ class ConfigCache:
             out: list[Entry] = []
             for (tenant, mesh), group in by_mesh.items():
                 wanted = set(group)
-                names: object = {k.name for k in group}
-                if connection.vendor == "postgresql" and len(names) > 10:
-                    # One parameter, not one quoted literal per name (client-side binding).
-                    names = RawSQL(
-                        "SELECT jsonb_array_elements_text(%s::jsonb)", [json.dumps(sorted(names))]
-                    )
-                # Plain tuples, not models: this runs for every proxy a change reaches.
-                rows = (
-                    ProxyConfig.objects.filter(
-                        tenant__account_id=tenant,
-                        mesh__name=mesh,
-                        name__in=names,
-                        current__isnull=False,
-                    )
-                    .annotate(types_text=Cast("current__type_versions", TextField()))
-                    .values_list(
-                        *VARIANT_FIELDS,
-                        "mesh_id",
-                        "current_id",
-                        "current__version",
-                        "types_text",
-                    )
-                )
-                found: dict[Key, Stored] = {}
-                decoded: dict[str, dict] = {}  # variants of one compile share most of them
-                for kind, name, *variant, mesh_id, seq, version, types_text in rows:
-                    key = Key(tenant, f"mesh/{mesh}/{kind}/{name}", *variant)
-                    if key in wanted:
-                        versions = decoded.get(types_text)
-                        if versions is None:
-                            versions = decoded[types_text] = json.loads(types_text or "{}")
-                        found[key] = Stored(mesh_id, seq, version, versions)
-                out.extend(Entry(key, None, 0) for key in group if key not in found)
+                prefix = f"mesh/{mesh}/"
+                # Per distinct type versions (the variants of one compile share most of
+                # them): the decoded versions and [(key, seq, version)].
+                found: dict[object, tuple[int, int, dict, list]] = {}
+                for kind, name, *variant, mesh_id, seq, version, types_text in self._current(
+                    tenant, mesh, {k.name for k in group}
+                ):
+                    key = Key(tenant, prefix + kind + "/" + name, *variant)
+                    if key not in wanted:
+                        continue
+                    wanted.discard(key)
+                    same = found.get(types_text)
+                    if same is None:
+                        versions = json.loads(types_text or "{}")
+                        if not all(t in versions for t in TYPES):
+                            # Not expected: the missing types are read from this row's own
+                            # manifest, so it shares with no other row.
+                            rows = [(key, seq, version)]
+                            found[(types_text, seq)] = (mesh_id, seq, versions, rows)
+                            continue
+                        same = found[types_text] = (mesh_id, seq, versions, [])
+                    same[3].append((key, seq, version))
+                out.extend(Entry(key, None, 0) for key in group if key in wanted)
                 if found:
                     out.extend(self._entries(found))
             return out
         finally:
             close_old_connections()
 
-    def _entries(self, rows: dict[Key, Stored]) -> list[Entry]:
-        """Entries for stored variants of one mesh. A type version already cached is its
-        bucket, shared; a new one is built from the manifest of one stored version that
-        has it, and each resource missing from the replica is read and encoded once."""
-        mesh_id = next(iter(rows.values())).mesh_id
+    def _current(self, tenant: str, mesh: str, names: set[str]) -> Iterable[tuple]:
+        """(*VARIANT_FIELDS, mesh id, stored version id, version, type versions as JSON text)
+        of the mesh's compiled variants of these proxy names. On PostgreSQL the statement
+        is built by the ORM once per process and the names are one JSON parameter (not a
+        quoted literal per name): a publish reaching 1,000 proxies runs it once per slice."""
+        from django.db import connection
+        from django.db.models import TextField
+        from django.db.models.expressions import RawSQL
+        from django.db.models.functions import Cast
+
+        from meshapi.models import ProxyConfig
+        from meshapi.models.proxies import VARIANT_FIELDS
+
+        def query(tenant: object, mesh: object, names: object):
+            return (
+                ProxyConfig.objects.filter(
+                    tenant__account_id=tenant,
+                    mesh__name=mesh,
+                    name__in=names,
+                    current__isnull=False,
+                )
+                .annotate(types_text=Cast("current__type_versions", TextField()))
+                .values_list(
+                    *VARIANT_FIELDS, "mesh_id", "current_id", "current__version", "types_text"
+                )
+            )
+
+        if connection.vendor != "postgresql" or len(names) <= 10:
+            return query(tenant, mesh, names)
+        if self._current_sql is None:
+            marks = (":tenant:", ":mesh:", ":names:")  # no tenant, mesh or JSON is one
+            names_sql = RawSQL("SELECT jsonb_array_elements_text(%s::jsonb)", [marks[2]])
+            sql, params = query(marks[0], marks[1], names_sql).query.sql_with_params()
+            self._current_sql = (sql, [marks.index(p) if p in marks else p for p in params])
+        sql, template = self._current_sql
+        values = (tenant, mesh, json.dumps(sorted(names)))
+        params = [values[p] if isinstance(p, int) else p for p in template]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+
+    def _entries(self, found: dict[object, tuple[int, int, dict, list]]) -> list[Entry]:
+        """Entries for stored variants of one mesh, grouped by their type versions: one
+        Config per group (kept weakly, so a later load of the same content shares it). A
+        type version already cached is its bucket, shared; a new one is built from the
+        manifest of one stored version that has it, and each resource missing from the
+        replica is read and encoded once."""
+        mesh_id = next(iter(found.values()))[0]
+        out: list[Entry] = []
+        todo: list[tuple[object, int, dict, list]] = []
+        with self._encoded_lock:
+            for ident, (_, seq, versions, rows) in found.items():
+                config = self._configs.get((mesh_id, ident)) if isinstance(ident, str) else None
+                if config is None:
+                    todo.append((ident, seq, versions, rows))
+                else:
+                    out.extend(Entry(key, version, s, config=config) for key, s, version in rows)
+        if not todo:
+            return out
         # Per type: type version → its bucket (None: no resources). A type version missing
         # from a row's type_versions (not expected) is keyed by the row's seq instead.
         plan: dict[str, dict[object, Bucket | None]] = {t: {} for t in TYPES}
         source: dict[tuple[str, object], int] = {}  # (type, type version) → seq to read
         with self._encoded_lock:
-            for row in rows.values():
-                versions = row.type_versions
+            for _, seq, versions, _ in todo:
                 for type_url in TYPES:
                     known = plan[type_url]
-                    type_version = versions.get(type_url, row.seq)
+                    type_version = versions.get(type_url, seq)
                     if type_version in known:
                         continue
                     ident = (mesh_id, type_url, type_version)
@@ -298,18 +360,22 @@ class ConfigCache:
                         continue
                     known[type_version] = self._buckets.get(ident)
                     if known[type_version] is None:
-                        source[(type_url, type_version)] = row.seq
+                        source[(type_url, type_version)] = seq
         if source:
             self._build(mesh_id, source, plan)
-        out = []
-        for key, row in rows.items():
-            versions = row.type_versions
+        fresh: dict[tuple, Config] = {}
+        for ident, seq, versions, rows in todo:
             buckets: dict[str, dict[str, Resource]] = {}
             for type_url in TYPES:
-                bucket = plan[type_url].get(versions.get(type_url, row.seq))
+                bucket = plan[type_url].get(versions.get(type_url, seq))
                 if bucket is not None:
                     buckets[type_url] = bucket
-            out.append(Entry(key, row.version, row.seq, dict(versions), buckets))
+            config = Config(versions, buckets)
+            if isinstance(ident, str):
+                fresh[(mesh_id, ident)] = config
+            out.extend(Entry(key, version, s, config=config) for key, s, version in rows)
+        with self._encoded_lock:
+            self._configs.update(fresh)
         return out
 
     def _build(
@@ -463,21 +529,24 @@ class CacheRefresher:
         connections.close_all()  # this thread's own connection
 
     def _handle(self, messages: list[dict]) -> None:
+        watchers = self.cache.watchers
+        entries = self.cache.entries
         stale: dict[Key, None] = {}
         for message in messages:
+            get = message.get
             key = Key(
-                str(message.get("tenant")),
-                str(message.get("proxy")),
-                str(message.get("consumer")),
-                str(message.get("interception")),
-                int(message.get("appPort") or 0),
-                int(message.get("ingressPort") or 0),
-                int(message.get("egressPort") or 0),
+                str(get("tenant")),
+                str(get("proxy")),
+                str(get("consumer")),
+                str(get("interception")),
+                int(get("appPort") or 0),
+                int(get("ingressPort") or 0),
+                int(get("egressPort") or 0),
             )
-            if key not in self.cache.watchers:
+            if key not in watchers:
                 continue
-            entry = self.cache.entries.get(key)
-            if entry is not None and entry.version == message.get("version"):
+            entry = entries.get(key)
+            if entry is not None and entry.version == get("version"):
                 continue
             stale[key] = None
         self._reload(list(stale))

@@ -188,6 +188,7 @@ class XdsServer:
         self.reaper = Reaper(self.replica, grace_seconds)
         self._background: list[asyncio.Task] = []
         self._closing: set[asyncio.Task] = set()
+        self._streams: set[asyncio.Task] = set()  # the tasks serving open streams
 
     def handler(self) -> grpc.GenericRpcHandler:
         def passthrough(data: bytes) -> bytes:
@@ -220,6 +221,14 @@ class XdsServer:
         self._background.append(asyncio.create_task(self.reaper.run()))
 
     async def stop(self) -> None:
+        # The gRPC server's stop cancels the streams still open, but their handlers may
+        # not have run their ends yet (which record each close in a task of its own):
+        # end them here, then wait for every close, so none is cut off at exit.
+        streams = list(self._streams)
+        for task in streams:
+            task.cancel()
+        if streams:
+            await asyncio.gather(*streams, return_exceptions=True)
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
         for task in self._background:
@@ -261,6 +270,14 @@ class XdsServer:
         return Session(identity, declared, key, uuid.uuid4().hex)
 
     async def _stream(self, request_iterator, context, protocol: str) -> None:
+        task = asyncio.current_task()
+        self._streams.add(task)
+        try:
+            await self._serve_stream(request_iterator, context, protocol)
+        finally:
+            self._streams.discard(task)
+
+    async def _serve_stream(self, request_iterator, context, protocol: str) -> None:
         iterator = request_iterator.__aiter__()
         try:
             first = await iterator.__anext__()

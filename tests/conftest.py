@@ -1,4 +1,9 @@
 import os
+import re
+import signal
+import sys
+import threading
+import time
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -54,14 +59,96 @@ def _isolate_run() -> None:
 _isolate_run()
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM ends a run as Ctrl-C does. `timeout` and a cancelled CI job send SIGTERM, which
+    by default kills pytest (each xdist worker too) at once: no fixture is torn down, so the
+    servers the fixtures started are not stopped and the run's test database is never
+    dropped. Raised as KeyboardInterrupt, pytest tears the session down first."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread may set a handler (and receives the signal)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # someone else handles it
+
+    first: list[float] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        if not first:
+            first.append(time.monotonic())
+            raise KeyboardInterrupt("SIGTERM")
+        if time.monotonic() - first[0] < 2:
+            return  # the same stop again (`timeout` signals its child, then the group)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a later one: stop at once
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+_interrupt_on_sigterm()
+
+
+# The run's id: the pytest process's pid, inherited by its xdist workers.
+if not _WORKER:
+    os.environ["MESHPLANE_TEST_RUN"] = str(os.getpid())
+_RUN = os.environ.get("MESHPLANE_TEST_RUN") or str(os.getpid())
+
+
+def _own_databases() -> re.Pattern:
+    """The test databases this process answers for: an xdist worker its own, the run's
+    main process every one of the run's. (Made now: a failed drop leaves NAME set to the
+    test database's name.)"""
+    from django.conf import settings
+
+    name = re.escape(f"test_{settings.DATABASES['default']['NAME']}_{_RUN}")
+    return re.compile(f"{name}_{_WORKER}" if _WORKER else f"{name}(_gw[0-9]+)?")
+
+
+_OWN_DATABASES = _own_databases()
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings():
-    """A test database per run, so runs started side by side do not drop each other's."""
+    """A test database per run (per worker: test_<name>_<run>_gw0…), so runs started side
+    by side do not drop each other's."""
     from django.conf import settings
 
     db = settings.DATABASES["default"]
     if "sqlite" not in db["ENGINE"]:
-        db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{os.getpid()}"
+        suffix = f"_{_WORKER}" if _WORKER else ""
+        db.setdefault("TEST", {})["NAME"] = f"test_{db['NAME']}_{_RUN}{suffix}"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A test database of this run still there once its process is done was not dropped
+    by the teardown: a session was still connected to it (pytest-django only warns), or an
+    xdist worker was ended before its teardown finished (after an interrupt the controller
+    allows 10 s). Name the sessions still connected (the leak to fix), then drop it."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if "postgresql" not in db["ENGINE"] or config.getoption("reuse_db", False):
+        return
+    import psycopg
+
+    params = {"host": db["HOST"] or "127.0.0.1", "port": db["PORT"] or 5432}
+    params.update(user=db["USER"] or "postgres", password=db["PASSWORD"] or None)
+    try:
+        admin = psycopg.connect(dbname="postgres", autocommit=True, **params)
+    except psycopg.OperationalError:
+        return  # the server is away: the run has said so already
+    with admin:
+        names = admin.execute("SELECT datname FROM pg_database").fetchall()
+        for (name,) in names:
+            if not _OWN_DATABASES.fullmatch(name):
+                continue
+            sessions = admin.execute(
+                "SELECT pid, application_name, client_port, backend_start, state, query"
+                " FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            ).fetchall()
+            print(f"\ntest database {name} was not dropped; sessions on it:", file=sys.stderr)
+            for row in sessions or ["none (their process has exited)"]:
+                print(f"  {row}", file=sys.stderr)
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="session")

@@ -67,6 +67,7 @@ from bench.procs import (  # noqa: E402 - after the path is set
     Child,
     cpu_seconds,
     database_url,
+    family,
     family_cpu_seconds,
     family_rss_bytes,
     loadavg,
@@ -570,6 +571,8 @@ def measure_size(
         totals, from_publish, first_acks, writes, compiles, timeouts = [], [], [], [], [], 0
         phase_end = time.monotonic() + args.phase_limit
         cpu_start, wall_start = family_cpu_seconds(xds_pid), time.monotonic()
+        # Each replica process's share of the push (how evenly connections spread).
+        members = {pid: cpu_seconds(pid) for pid in family(xds_pid)}
         load_cpu_start = cpu_seconds(load.proc.pid)
         for change in range(args.changes):
             if time.monotonic() > phase_end or timeouts >= 3:
@@ -607,6 +610,7 @@ def measure_size(
         time.sleep(0.5)  # the last ACKs' status flush belongs to the push path too
         wall = time.monotonic() - wall_start
         cpu = family_cpu_seconds(xds_pid) - cpu_start - idle_rate * wall
+        shares = [cpu_seconds(pid) - before for pid, before in members.items()]
         load_cpu = cpu_seconds(load.proc.pid) - load_cpu_start
         row.update(
             changes=len(totals),
@@ -619,6 +623,7 @@ def measure_size(
             write_p50_ms=statistics.median(writes) if writes else None,
             compile_p50_ms=statistics.median(compiles) if compiles else None,
             idle_cpu_pct=idle_rate * 100,
+            xds_cpu_shares=[round(100 * x / max(sum(shares), 1e-9)) for x in shares],
             xds_cpu_us=cpu / max(1, len(totals)) / size * 1e6,
             load_cpu_ms=load_cpu / max(1, len(totals)) * 1000,
         )
@@ -741,6 +746,9 @@ def report(results: dict, load_before: str, load_after: str, processes: int = 1)
                 f"      N={size}: serve_xds idle {r['idle_cpu_pct']:.1f} % of a core after "
                 f"settling {r.get('settle_s', 0):.0f} s (subtracted from its push CPU)"
             )
+        if len(r.get("xds_cpu_shares") or ()) > 1:
+            shares = " / ".join(f"{x} %" for x in r["xds_cpu_shares"])
+            print(f"      N={size}: serve_xds push CPU by process (parent first): {shares}")
         if r.get("error"):
             print(f"      N={size}: {r['error']}")
         if r.get("timeouts"):

@@ -142,9 +142,10 @@ class Supervisor:
 
     @staticmethod
     def _read_ready(proc: subprocess.Popen, ready: threading.Event) -> None:
-        for line in proc.stdout:
-            if line.startswith(b"serve_xds ready"):
-                ready.set()
+        with proc.stdout:  # closed here, at the child's EOF
+            for line in proc.stdout:
+                if line.startswith(b"serve_xds ready"):
+                    ready.set()
 
     def start(self, stop: threading.Event) -> bool:
         """Start every process and wait until each is ready; False if asked to stop."""
@@ -201,6 +202,7 @@ class Supervisor:
                     f"{slot.replica} (pid {slot.proc.pid}) died ({_exit_text(code)}); "
                     f"restarting it in {delay:g} s."
                 )
+                slot.proc.stdin.close()
                 slot.proc = None
                 slot.restart_at = now + delay
 
@@ -222,7 +224,6 @@ class Supervisor:
         for slot in self.slots:
             if slot.proc is not None:
                 slot.proc.stdin.close()
-                slot.proc.stdout.close()
         return clean
 
 

@@ -124,8 +124,8 @@ def stored_variants(mesh_id: int) -> dict["Key", StoredVariant]:
         cursor.execute(
             "SELECT p.kind, p.name, p.consumer, p.interception, p.app_port, p.ingress_port,"
             " p.egress_port, p.id, p.current_id, v.version, p.revision,"
-            " CAST(p.requires AS text),"
-            f" v.warnings, v.metadata FROM {configs} AS p"
+            " CAST(p.requires AS text), CAST(v.warnings AS text), CAST(v.metadata AS text)"
+            f" FROM {configs} AS p"
             f" LEFT JOIN {versions} AS v ON v.id = p.current_id WHERE p.mesh_id = %s",
             [mesh_id],
         )
@@ -137,8 +137,8 @@ def stored_variants(mesh_id: int) -> dict["Key", StoredVariant]:
             version,
             revision,
             _requires(requires),
-            _loads(warnings) or [],
-            _loads(metadata) or {},
+            _decoded(warnings) or [],
+            _decoded(metadata) or {},
         )
         for *row, pk, current, version, revision, requires, warnings, metadata in rows
     }
@@ -158,6 +158,22 @@ def _requires(text: Any) -> frozenset[str]:
         if len(_REQUIRES) >= REQUIRES_CACHE_SIZE:
             _REQUIRES.clear()
         found = _REQUIRES[text] = frozenset(json.loads(text) or ())
+    return found
+
+
+# A current version's warnings or metadata JSON text → its value, shared the same way:
+# 1,000 proxies of one version hold the same few texts. Read only (compared, never changed).
+_DECODED: dict[str, Any] = {}
+
+
+def _decoded(text: Any) -> Any:
+    if not isinstance(text, str):
+        return _loads(text)
+    found = _DECODED.get(text)
+    if found is None:
+        if len(_DECODED) >= REQUIRES_CACHE_SIZE:
+            _DECODED.clear()
+        found = _DECODED[text] = json.loads(text)
     return found
 
 

@@ -205,3 +205,36 @@ def test_the_sweep_needs_no_redis_and_spares_a_reconnected_instance(
     asyncio.run(one_pass())
     assert registered(alice) == {"cart-back": "10.0.0.8", "cart-fresh": "10.0.0.9"}
     assert reaper.sweep(3600.0) == 0  # nothing left over an hour gone
+
+
+def test_a_replica_restarted_under_its_name_disconnects_what_it_left(
+    alice, worker, own_redis, api_server, monkeypatch
+):
+    """A name that keeps beating is never reaped by another replica: the new process
+    of that name clears what the killed one left connected, before it serves."""
+    monkeypatch.setenv("MESHPLANE_XDS_HEARTBEAT_SECONDS", str(HEARTBEAT))
+    monkeypatch.setenv("MESHPLANE_XDS_DEAD_AFTER_SECONDS", str(DEAD_AFTER))
+    create_cart(alice)
+    first = XdsProcess(insecure=True, replica="pod-0", redis_url=own_redis.url, grace=GRACE)
+    proxies = []
+    second = None
+    try:
+        proxies.append(cart_proxy(first.ads, "cart-old", "10.0.0.7"))
+        wait_for(lambda: registered(alice) == {"cart-old": "10.0.0.7"})
+        first.kill()  # closes no stream, deregisters nothing
+        assert instances(alice)["cart-old"]["connected"]
+        second = XdsProcess(insecure=True, replica="pod-0", redis_url=own_redis.url, grace=GRACE)
+        # Cleared before the new process said it was ready: no waiting.
+        assert not instances(alice)["cart-old"]["connected"]
+        assert registered(alice) == {}
+        proxies.append(cart_proxy(second.ads, "cart-new", "10.0.0.8"))
+        wait_for(lambda: registered(alice) == {"cart-new": "10.0.0.8"})
+        now = instances(alice)
+        assert now["cart-new"]["connected"] and now["cart-new"]["replica"] == "pod-0"
+        assert not now["cart-old"]["connected"]
+    finally:
+        for proxy in proxies:
+            proxy.close()
+        first.stop()
+        if second is not None:
+            second.stop()

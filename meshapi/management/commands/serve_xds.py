@@ -346,7 +346,7 @@ class Command(BaseCommand):
 
         child = options["child"] is not None
         reuseport = 1 if child else 0  # never share a port by accident
-        if child:
+        if options["replica"]:
             await self._reap_previous(options["replica"])
         xds = XdsServer(
             insecure=options["insecure"],
@@ -414,10 +414,11 @@ class Command(BaseCommand):
 
     @staticmethod
     async def _reap_previous(replica: str) -> None:
-        """A replica process takes over its name from a previous one, which died (the
-        parent restarts only dead ones) or belonged to a parent that did: what that one
-        left connected is disconnected and deregistered now, as another replica's reaper
-        would do for a name that stopped beating (this name never stops)."""
+        """A replica started under a name it was given takes the name over from a previous
+        process that is gone (restarted by --processes' parent, by systemd, by a container
+        runtime keeping the pod's name): what that one left connected is disconnected and
+        deregistered now. Another replica's reaper would never do it, as the name keeps
+        beating. Two live processes must never share a replica name."""
         from asgiref.sync import sync_to_async
 
         from workers.xds.reaper import reap

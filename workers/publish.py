@@ -9,7 +9,10 @@ REDIS_URL (the embedded mode). A message is
      "version": "…" | null, "revision": 7}
 
 (`version` null: the proxy no longer exists), plus "appPort", "ingressPort", "egressPort"
-for an explicit-mode variant with declared ports (absent = 0, the defaults).
+for an explicit-mode variant with declared ports (absent = 0, the defaults). A new version
+also carries what a replica needs to serve it without reading the variant back:
+"meshId", "seq" (the stored version's row id) and "types" (its type versions in
+`workers.compiler.xds.TYPE_ORDER`); a replica reads the variant when they are absent.
 
 On Redis the messages go out together, as one pub/sub message per chunk:
 

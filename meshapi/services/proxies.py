@@ -182,7 +182,14 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:
+def _message(
+    loaded: "LoadedMesh",
+    key: "Key",
+    version: str | None,
+    stored: tuple[int, "Snapshot"] | None = None,
+) -> dict:
+    """What workers/publish.py sends for a variant; `stored`: its new version's row id and
+    snapshot, whose type versions ride along so a replica need not read them back."""
     kind, name, consumer, interception, app_port, ingress_port, egress_port = key
     message = {
         "tenant": loaded.account_id,
@@ -196,6 +203,12 @@ def _message(loaded: "LoadedMesh", key: "Key", version: str | None) -> dict:
     }
     if app_port or ingress_port or egress_port:  # an explicit-mode proxy's declared ports
         message.update(appPort=app_port, ingressPort=ingress_port, egressPort=egress_port)
+    if stored is not None:
+        seq, snapshot = stored
+        versions = snapshot.type_versions
+        message.update(
+            meshId=loaded.mesh_id, seq=seq, types=[versions.get(t) for t in xds.TYPE_ORDER]
+        )
     return message
 
 
@@ -263,7 +276,8 @@ def store(
         pk = pks[key]
         rewrite = pk in updates
         updates[pk] = _Update(version_ids[pk], loaded.revision, requires[key], rewrite)
-        messages.append(_message(loaded, key, snapshots[key][0].version))
+        snapshot = snapshots[key][0]
+        messages.append(_message(loaded, key, snapshot.version, (version_ids[pk], snapshot)))
     _update_variants(updates)
     if touched_versions:
         ProxyVersion.objects.bulk_update(touched_versions, ["warnings", "metadata"])

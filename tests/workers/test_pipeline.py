@@ -121,6 +121,7 @@ def test_a_route_change_gives_a_new_version_to_exactly_its_dependents(tenant, em
     assert changed == {FRONTEND}  # the gateway reaches frontend, not the catalog router
     (message,) = messages
     mesh.refresh_from_db()
+    current = store.stored_configs(mesh.id)[FRONTEND].current
     assert message == {
         "tenant": tenant.account_id,
         "mesh": "shop",
@@ -130,6 +131,10 @@ def test_a_route_change_gives_a_new_version_to_exactly_its_dependents(tenant, em
         "interception": "redirect",
         "version": after[FRONTEND],
         "revision": mesh.revision,
+        # What a replica needs to serve it without reading the variant back.
+        "meshId": mesh.id,
+        "seq": current.pk,
+        "types": [current.type_versions[t] for t in xds.TYPE_ORDER],
     }
     state = CompileState.objects.get(mesh=mesh)
     assert not state.full and state.proxies_compiled == 1 and state.proxies_changed == 1

@@ -142,3 +142,50 @@ def test_many_variants_of_one_content_load_as_one_shared_config(embedded):
     assert len(shared) == 1
     again = cache.load_many([k for k in keys if k.name in clients])
     assert {id(e.config) for e in again} == shared
+
+
+def test_a_published_version_is_taken_from_the_message_and_falls_back_to_the_database(
+    embedded,
+):
+    """A compile's messages carry each new version's row id and type versions: the replica
+    builds the entries from them, equal to what it would read. A message without them, a
+    proxy gone, and a version whose manifest left the history are read from the database."""
+    from workers import publish
+
+    tenant = create_tenant("acme", "alice@example.com")[0]
+    mesh = meshes.shop(tenant, eds=True)
+    keys = keys_of(tenant, mesh)
+    cache = ConfigCache()
+    cache.entries = {e.key: e for e in cache.load_many(keys)}
+    with publish.subscribe() as subscription:
+        meshes.split(tenant, mesh.name, 20, 80)
+        messages = subscription.get_many(timeout=20)
+    published = {
+        Key(m["tenant"], m["proxy"], m["consumer"], m["interception"]): m for m in messages
+    }
+    assert published and set(published) <= set(keys)
+    assert all(isinstance(m["seq"], int) and len(m["types"]) == 5 for m in published.values())
+
+    entries, rest = cache.published(published)
+    assert rest == []
+    read = {e.key: e for e in ConfigCache().load_many(list(published))}
+    assert {e.key for e in entries} == set(published)
+    for entry in entries:
+        stored = read[entry.key]
+        assert (entry.version, entry.seq) == (stored.version, stored.seq)
+        assert entry.type_versions == stored.type_versions
+        assert digests(entry) == digests(stored)
+
+    key, message = next(iter(published.items()))
+    older = {k: v for k, v in message.items() if k not in ("seq", "types", "meshId")}
+    gone = {**message, "version": None}
+    trimmed = {**message, "seq": 2**40, "types": [f"unseen-{i}" for i in range(5)]}
+    for odd in (older, gone, trimmed):
+        assert cache.published({key: odd}) == ([], [key])
+    # The missing manifest marked nothing as empty: the same content still loads whole.
+    again = cache.load_many([key])[0]
+    assert again.version == read[key].version and digests(again) == digests(read[key])
+
+
+def digests(entry) -> dict[str, dict[str, str]]:
+    return {t: {n: r.digest for n, r in entry.of(t).items()} for t in xds.TYPE_ORDER}

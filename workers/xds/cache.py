@@ -168,6 +168,19 @@ class Bucket(dict):
     __slots__ = ("__weakref__",)
 
 
+def _content(versions: Mapping[str, str]) -> tuple[str, ...] | None:
+    """A configuration's identity within its mesh: its type versions in TYPES order (None
+    when one is missing, which no stored version has; such a row shares nothing)."""
+    try:
+        return tuple(versions[t] for t in TYPES)
+    except KeyError:
+        return None
+
+
+class ManifestGone(LookupError):
+    """A stored version's manifest was asked for after it left the history."""
+
+
 class ConfigCache:
     """Entries of watched variants. Lives on one event loop; `load` runs in threads."""
 
@@ -336,7 +349,8 @@ class ConfigCache:
         todo: list[tuple[object, int, dict, list]] = []
         with self._encoded_lock:
             for ident, (_, seq, versions, rows) in found.items():
-                config = self._configs.get((mesh_id, ident)) if isinstance(ident, str) else None
+                content = _content(versions)
+                config = self._configs.get((mesh_id, content)) if content else None
                 if config is None:
                     todo.append((ident, seq, versions, rows))
                 else:
@@ -364,15 +378,16 @@ class ConfigCache:
         if source:
             self._build(mesh_id, source, plan)
         fresh: dict[tuple, Config] = {}
-        for ident, seq, versions, rows in todo:
+        for _, seq, versions, rows in todo:
             buckets: dict[str, dict[str, Resource]] = {}
             for type_url in TYPES:
                 bucket = plan[type_url].get(versions.get(type_url, seq))
                 if bucket is not None:
                     buckets[type_url] = bucket
             config = Config(versions, buckets)
-            if isinstance(ident, str):
-                fresh[(mesh_id, ident)] = config
+            content = _content(versions)
+            if content:
+                fresh[(mesh_id, content)] = config
             out.extend(Entry(key, version, s, config=config) for key, s, version in rows)
         with self._encoded_lock:
             self._configs.update(fresh)
@@ -396,6 +411,10 @@ class ConfigCache:
             .values_list("pk", "manifest_text")
         )
         decoded = {seq: json.loads(text or "{}") for seq, text in manifests.items()}
+        if len(decoded) < len(set(source.values())):
+            # Trimmed from history since (a published version far behind the stored ones):
+            # nothing here may be taken as "no resources".
+            raise ManifestGone(sorted(set(source.values()) - decoded.keys()))
         fresh: dict[tuple, Bucket] = {}
         missing: dict[tuple[str, str], list[tuple[Bucket, str]]] = {}
         with self._encoded_lock:
@@ -430,6 +449,55 @@ class ConfigCache:
                         bucket[name] = resource
         with self._encoded_lock:
             self._buckets.update(fresh)  # complete now: other loads may share them
+
+    def published(self, messages: Mapping[Key, dict]) -> tuple[list[Entry], list[Key]]:
+        """Entries for published versions, from what the messages carry (the stored
+        version's id and type versions, workers/publish.py): the variants' rows are not
+        read, and nothing at all is when this replica already holds that content, as it
+        does after the first of 1,000 identical proxies. Returns the entries and the keys
+        that must be loaded from the database instead: a message without those fields (an
+        older publisher), a proxy gone (a late "gone" must not wipe a newer version: only
+        the database says which is current), a variant whose entry has no version, and a
+        version whose manifest already left the history. Runs in a thread."""
+        from django.db import close_old_connections
+
+        out: list[Entry] = []
+        rest: list[Key] = []
+        by_mesh: dict[int, dict[tuple, tuple[int, int, dict, list]]] = {}
+        for key, message in messages.items():
+            version, mesh_id = message.get("version"), message.get("meshId")
+            seq, types = message.get("seq"), message.get("types")
+            entry = self.entries.get(key)
+            if (
+                not isinstance(version, str)
+                or entry is None
+                or entry.version is None
+                or type(mesh_id) is not int
+                or type(seq) is not int
+                or not isinstance(types, list)
+                or len(types) != len(TYPES)
+                or not all(isinstance(t, str) for t in types)
+            ):
+                rest.append(key)
+                continue
+            groups = by_mesh.setdefault(mesh_id, {})
+            content = tuple(types)
+            group = groups.get(content)
+            if group is None:
+                group = groups[content] = (mesh_id, seq, dict(zip(TYPES, types, strict=True)), [])
+            group[3].append((key, seq, version))
+        if not by_mesh:
+            return out, rest
+        close_old_connections()
+        try:
+            for found in by_mesh.values():
+                try:
+                    out.extend(self._entries(found))
+                except ManifestGone:
+                    rest.extend(key for *_, rows in found.values() for key, _, _ in rows)
+        finally:
+            close_old_connections()
+        return out, rest
 
     def stored_versions(self, keys: list[Key]) -> dict[Key, str | None]:
         """The current stored version of each key, one query per mesh (the poll)."""
@@ -531,7 +599,7 @@ class CacheRefresher:
     def _handle(self, messages: list[dict]) -> None:
         watchers = self.cache.watchers
         entries = self.cache.entries
-        stale: dict[Key, None] = {}
+        stale: dict[Key, dict] = {}
         for message in messages:
             get = message.get
             key = Key(
@@ -548,5 +616,8 @@ class CacheRefresher:
             entry = entries.get(key)
             if entry is not None and entry.version == get("version"):
                 continue
-            stale[key] = None
-        self._reload(list(stale))
+            stale[key] = message  # the last published for a key wins (seq decides anyway)
+        entries, rest = self.cache.published(stale)
+        for start in range(0, len(entries), LOAD_SLICE):
+            self.cache.offer(entries[start : start + LOAD_SLICE])
+        self._reload(rest)

@@ -16,7 +16,6 @@ import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from tests.support.redis_server import RedisServer
 from tests.xds.conftest import needs_redis
 from tests.xds.meshes import MESH, build_greeter_mesh, greeter_spec
 from tests.xds.support import XdsProcess, add_static_endpoint, proxy_detail, wait_compiled, wait_for
@@ -26,15 +25,6 @@ ARN = "arn:aws:appmesh:us-east-1:111111111111:mesh/shop/virtualNode/client"
 NODE = f"mesh/{MESH}/virtualNode/client"
 DELTA = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 PROXIES = 16  # all on one of two processes by chance: 1 in 2**15
-
-
-@pytest.fixture
-def own_redis(settings):
-    """The pipeline publishes here (the worker runs in this process); replicas listen here."""
-    server = RedisServer()
-    settings.REDIS_URL = server.url
-    yield server
-    server.stop()
 
 
 class DeltaProxy:

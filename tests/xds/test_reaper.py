@@ -12,10 +12,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-import pytest
 from django.db import connections
 
-from tests.support.redis_server import RedisServer
 from tests.xds.conftest import needs_redis
 from tests.xds.support import (
     RawAdsClient,
@@ -33,15 +31,6 @@ pytestmark = needs_redis
 
 ARN = "arn:aws:appmesh:us-east-1:111111111111:mesh/shop/virtualNode/cart"
 HEARTBEAT, DEAD_AFTER, GRACE = 0.5, 2.0, 1.0
-
-
-@pytest.fixture
-def own_redis(settings):
-    """Heartbeats and pub/sub of these replicas only (no other test's replica beats here)."""
-    server = RedisServer()
-    settings.REDIS_URL = server.url
-    yield server
-    server.stop()
 
 
 def registered(persona) -> dict[str, str]:

@@ -2,11 +2,9 @@
 Redis of the test's own, restarted in the middle: every proxy, whichever replica holds
 its stream, gets every version, including one stored while Redis was down."""
 
-import pytest
 import requests
 
 from meshapi.services import proxies as proxies_service
-from tests.support.redis_server import RedisServer
 from tests.xds.conftest import needs_redis
 from tests.xds.meshes import MESH, build_greeter_mesh, greeter_spec
 from tests.xds.support import (
@@ -23,15 +21,6 @@ pytestmark = needs_redis
 
 ARN = "arn:aws:appmesh:us-east-1:111111111111:mesh/shop/virtualNode/client"
 NODE = f"mesh/{MESH}/virtualNode/client"
-
-
-@pytest.fixture
-def own_redis(settings):
-    """The pipeline publishes here (the worker runs in this process); replicas listen here."""
-    server = RedisServer()
-    settings.REDIS_URL = server.url
-    yield server
-    server.stop()
 
 
 def routes_version(alice) -> tuple[str, str]:

@@ -32,6 +32,11 @@ MESHPLANE_CONFIG_CHANNEL = os.environ.get("MESHPLANE_CONFIG_CHANNEL", "") or "me
 # drops every cache at once (tenants/keycache.py). 0 disables the cache.
 MESHPLANE_KEY_CACHE_SECONDS = float(os.environ.get("MESHPLANE_KEY_CACHE_SECONDS", "30"))
 
+# A proxy variant other than the default (envoy, redirect, default ports) is dropped by the
+# next compile of its mesh once no instance using it is connected or disconnected less than
+# this long ago, and it was asked for more than this long ago (workers/pipeline.py).
+MESHPLANE_VARIANT_TTL_SECONDS = float(os.environ.get("MESHPLANE_VARIANT_TTL_SECONDS", "86400"))
+
 INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",

@@ -13,7 +13,10 @@
   revisions in between (tests/workers/test_pipeline_incremental.py checks incremental =
   full on random meshes and change sequences).
 - **Variants**: (envoy, redirect) for every node and gateway, plus every (consumer,
-  interception, ports) that was asked for and whose proxy still exists.
+  interception, ports) that was asked for and whose proxy still exists, until nothing uses
+  it: no instance of the proxy declaring it connected or disconnected less than
+  MESHPLANE_VARIANT_TTL_SECONDS ago, and asked for longer ago than that. The compile drops
+  such a variant (`drop_unused`); a proxy connecting with it later asks for it again.
 - **Store** only versions that changed (meshapi.services.proxies.store), record the
   revision with compare-and-set, and publish (tenant, proxy, version) after commit.
 """
@@ -23,6 +26,8 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.utils import timezone
@@ -39,6 +44,9 @@ from workers.compiler import (
     dependents,
     requires,
 )
+
+if TYPE_CHECKING:
+    from meshapi.services.proxies import StoredVariant
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +111,23 @@ def wanted_variants(ctx: MeshContext, stored: Iterable[Key]) -> set[Key]:
     out = {(kind, name, *DEFAULT_VARIANT) for kind, name in present}
     out.update(key for key in stored if key[:2] in present)
     return out
+
+
+def drop_unused(
+    mesh_id: int, ctx: MeshContext, stored: Mapping[Key, "StoredVariant"], now: datetime
+) -> set[Key]:
+    """The stored variants other than the default, of proxies still present, that nothing
+    uses any more (meshapi.services.proxies.unused_variants: one query, rows locked until
+    the compile commits). Nothing to ask when the mesh has only default variants."""
+    from meshapi.services import proxies as store
+
+    present = {(NODE, n) for n in ctx.virtual_nodes} | {(GATEWAY, g) for g in ctx.virtual_gateways}
+    candidates = {
+        key: row.pk
+        for key, row in stored.items()
+        if key[2:] != DEFAULT_VARIANT and key[:2] in present
+    }
+    return set(store.unused_variants(mesh_id, candidates, now))
 
 
 def select_targets(
@@ -209,9 +234,14 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
             return result
         result.revision = loaded.revision
         configs = store.stored_variants(mesh_id)
+        now = timezone.now()
+        # Dropped before choosing: a variant a proxy renewed meanwhile is not dropped, and
+        # is then compiled like any other if the change reaches it.
+        dropped = drop_unused(mesh_id, loaded.ctx, configs, now)
+        kept = {key: row for key, row in configs.items() if key not in dropped}
         stored = {
             key: Stored(frozenset(row.requires), row.current_id is not None)
-            for key, row in configs.items()
+            for key, row in kept.items()
         }
         targets, result.full = select_targets(
             loaded.ctx, loaded.fingerprint, None if full else state.inputs, stored
@@ -219,9 +249,9 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
         result.full = result.full or full
         snapshots, result.failed = compile_variants(loaded.ctx, targets)
         result.compiled = sorted(snapshots)
-        wanted = wanted_variants(loaded.ctx, configs)
+        wanted = wanted_variants(loaded.ctx, kept)
         gone = [key for key in configs if key not in wanted]
-        changed, messages = store.store(loaded, snapshots, configs, gone, timezone.now())
+        changed, messages = store.store(loaded, snapshots, configs, gone, now)
         result.changed, result.removed = changed, gone
         result.seconds = time.perf_counter() - started
         store.record_compiled(state, loaded, result)

@@ -15,11 +15,12 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q, Window
+from django.db.models import Exists, F, OuterRef, Q, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 from google.protobuf import json_format
@@ -29,6 +30,7 @@ from meshapi.models import (
     ConfigResource,
     Mesh,
     ProxyConfig,
+    ProxyInstance,
     ProxyKind,
     ProxyVersion,
     VirtualGateway,
@@ -86,6 +88,44 @@ def lock_compile_state(mesh_id: int) -> CompileState | None:
 
 def has_uncompiled_variants(mesh_id: int) -> bool:
     return ProxyConfig.objects.filter(mesh_id=mesh_id, current__isnull=True).exists()
+
+
+def variant_ttl() -> timedelta:
+    """How long a variant other than the default is kept with nothing using it."""
+    return timedelta(seconds=settings.MESHPLANE_VARIANT_TTL_SECONDS)
+
+
+def is_default_variant(consumer: str, interception: str, ports: Iterable[int]) -> bool:
+    return consumer == "envoy" and interception == "redirect" and not any(ports)
+
+
+def unused_variants(mesh_id: int, candidates: Mapping["Key", int], now: datetime) -> list["Key"]:
+    """Of `candidates` (variants other than the default, key → pk), those nothing uses: no
+    instance of the proxy declaring that variant is connected or disconnected less than
+    the TTL ago, and it was asked for more than the TTL ago. One query, whatever the
+    number of variants and instances.
+
+    The rows returned stay locked (FOR UPDATE) until the compile's transaction ends: a
+    proxy asking for one meanwhile (request_variant) either renewed it first, and then it
+    is not returned (the lock re-reads `requested_at`), or waits for the compile to commit
+    its deletion and creates the variant again, to be compiled as one never compiled."""
+    if not candidates:
+        return []
+    cutoff = now - variant_ttl()
+    in_use = ProxyInstance.objects.filter(
+        mesh_id=mesh_id, **{name: OuterRef(name) for name in VARIANT_FIELDS}
+    ).filter(
+        Q(connected_since__isnull=False, disconnected_at__isnull=True)
+        | Q(disconnected_at__gte=cutoff)
+    )
+    rows = (
+        ProxyConfig.objects.select_for_update()
+        .filter(pk__in=list(candidates.values()), requested_at__lt=cutoff)
+        .exclude(Exists(in_use))
+        .order_by("pk")
+        .values_list(*VARIANT_FIELDS)
+    )
+    return [tuple(row) for row in rows]
 
 
 def stored_configs(mesh_id: int) -> dict["Key", ProxyConfig]:
@@ -624,26 +664,47 @@ def request_variant(
 ) -> bool:
     """Ask for a variant to be kept compiled from now on (the next compile of the mesh
     stores it). `ports` (app, ingress, egress) only count in explicit mode: a redirected
-    proxy always listens on the defaults. True if this is the first time it is asked for."""
+    proxy always listens on the defaults. True if it is not stored yet (first asked for,
+    or dropped as unused since): the caller enqueues a compile.
+
+    Asking again renews a variant other than the default (`requested_at`) once half its
+    TTL has passed, so that a compile cannot drop it while its proxy connects; when a
+    compile is dropping it at that moment, the renewal waits for the compile's commit,
+    finds the row gone and creates it again."""
     if interception != "explicit":
         ports = (0, 0, 0)
     app_port, ingress_port, egress_port = ports
-    try:
-        with transaction.atomic():
-            _, created = ProxyConfig.objects.get_or_create(
-                mesh=ref.mesh,
-                kind=ref.kind,
-                name=ref.name,
-                consumer=consumer,
-                interception=interception,
-                app_port=app_port,
-                ingress_port=ingress_port,
-                egress_port=egress_port,
-                defaults={"tenant_id": ref.mesh.tenant_id},
-            )
-    except IntegrityError:  # asked for at the same moment by someone else
-        return False
-    return created
+    default = is_default_variant(consumer, interception, ports)
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                row, created = ProxyConfig.objects.get_or_create(
+                    mesh=ref.mesh,
+                    kind=ref.kind,
+                    name=ref.name,
+                    consumer=consumer,
+                    interception=interception,
+                    app_port=app_port,
+                    ingress_port=ingress_port,
+                    egress_port=egress_port,
+                    defaults={"tenant_id": ref.mesh.tenant_id},
+                )
+        except IntegrityError:  # asked for at the same moment by someone else
+            return False
+        if created or default:
+            return created
+        now = timezone.now()
+        renew_before = now - variant_ttl() / 2
+        if row.requested_at >= renew_before:
+            return False
+        renewed = ProxyConfig.objects.filter(pk=row.pk, requested_at__lt=renew_before).update(
+            requested_at=now
+        )
+        if renewed:
+            return False
+        # Nothing renewed: a compile dropped it (look again: it is created anew), or
+        # another request renewed it first (it is found renewed).
+    return False
 
 
 def stored_version(config: ProxyConfig, version: str) -> ProxyVersion:

@@ -3,7 +3,8 @@ history of earlier versions; the resources themselves once per mesh, by content 
 
 - `ProxyConfig`: one per (mesh, proxy kind + name, consumer, interception, ports). Exists for
   the default variant of every node and gateway once compiled, and for any other variant
-  an agent or a user asked for (it is then kept compiled too).
+  an agent or a user asked for (kept compiled until nothing has used it for
+  MESHPLANE_VARIANT_TTL_SECONDS: workers/pipeline.py).
 - `ProxyVersion`: one per version a proxy had (the newest is `ProxyConfig.current`): the
   manifest {type_url: {name: hash}}, per-type versions, warnings, metadata.
 - `ConfigResource`: one serialized xDS message per (mesh, type, content hash), shared by

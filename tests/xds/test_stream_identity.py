@@ -12,7 +12,13 @@ from google.protobuf import struct_pb2
 
 from tests.support.live import free_port
 from tests.xds.conftest import needs_redis
-from tests.xds.support import XdsProcess, join_certificate, wait_compiled, wait_for
+from tests.xds.support import (
+    XdsProcess,
+    join_certificate,
+    proxy_detail,
+    wait_compiled,
+    wait_for,
+)
 from workers.compiler import xds
 
 pytestmark = needs_redis
@@ -39,7 +45,9 @@ def build(persona) -> None:
     wait_compiled(persona.tenant, "shop")
 
 
-def open_stream(ads: str, server_ca: bytes, key: bytes, chain: bytes, node_id: str):
+def open_stream(
+    ads: str, server_ca: bytes, key: bytes, chain: bytes, node_id: str, instance_id: str = "probe"
+):
     """Open a SotW stream, ask for clusters; (first response or None, status code, details)."""
     credentials = grpc.ssl_channel_credentials(server_ca, key, chain)
     with grpc.secure_channel(ads, credentials) as channel:
@@ -49,7 +57,7 @@ def open_stream(ads: str, server_ca: bytes, key: bytes, chain: bytes, node_id: s
             response_deserializer=discovery_pb2.DiscoveryResponse.FromString,
         )
         metadata = struct_pb2.Struct()
-        metadata.update({"instance_id": "probe"})
+        metadata.update({"instance_id": instance_id})
         request = discovery_pb2.DiscoveryRequest(type_url=xds.CLUSTER)
         request.node.id = node_id
         request.node.metadata.CopyFrom(metadata)
@@ -159,3 +167,31 @@ def test_unknown_ca_and_expired_certificates_never_get_a_stream(alice, xds_serve
         with pytest.raises(grpc.RpcError) as refused:
             next(iter(call(iter([b""]), timeout=10)))
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_join_and_mtls_streams_are_served_by_every_replica_process(
+    alice, api_server, worker, tmp_path
+):
+    """serve_xds --processes 2: the Join port and the mTLS ADS port are both shared through
+    SO_REUSEPORT, so each new connection lands on either process, and both serve it."""
+    build(alice)
+    server = XdsProcess(join_port=free_port(), processes=2)
+    try:
+        for i in range(16):  # all on one process by chance: 1 in 2**15
+            web = join_certificate(
+                alice.tenant, "shop", "virtualNode", "web", server.join, tmp_path / str(i)
+            )
+            response, code, details = open_stream(
+                server.ads,
+                web.server_ca.read_bytes(),
+                web.key.read_bytes(),
+                web.chain.read_bytes(),
+                "mesh/shop/virtualNode/web",
+                instance_id=f"web-{i}",
+            )
+            assert code == grpc.StatusCode.OK and response is not None, details
+        instances = proxy_detail(alice, "shop", "virtualNode", "web")["instances"]
+        assert {i["instanceId"] for i in instances} >= {f"web-{i}" for i in range(16)}
+        assert {i["replica"] for i in instances} == {"r1-1", "r1-2"}
+    finally:
+        server.stop()

@@ -106,8 +106,13 @@ def _with_parents(changed: Iterable[tuple[str, str]]) -> frozenset[str]:
     return dep_keys(out)
 
 
+def present_proxies(ctx: MeshContext) -> set[tuple[str, str]]:
+    """(kind, name) of every node and gateway of the mesh."""
+    return {(NODE, n) for n in ctx.virtual_nodes} | {(GATEWAY, g) for g in ctx.virtual_gateways}
+
+
 def wanted_variants(ctx: MeshContext, stored: Iterable[Key]) -> set[Key]:
-    present = {(NODE, n) for n in ctx.virtual_nodes} | {(GATEWAY, g) for g in ctx.virtual_gateways}
+    present = present_proxies(ctx)
     out = {(kind, name, *DEFAULT_VARIANT) for kind, name in present}
     out.update(key for key in stored if key[:2] in present)
     return out
@@ -121,7 +126,7 @@ def drop_unused(
     the compile commits). Nothing to ask when the mesh has only default variants."""
     from meshapi.services import proxies as store
 
-    present = {(NODE, n) for n in ctx.virtual_nodes} | {(GATEWAY, g) for g in ctx.virtual_gateways}
+    present = present_proxies(ctx)
     candidates = {
         key: row.pk
         for key, row in stored.items()

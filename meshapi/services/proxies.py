@@ -40,6 +40,7 @@ from meshapi.models.proxies import HISTORY_LIMIT, VARIANT_FIELDS
 from tenants.models import Tenant
 from workers.compiler import xds
 from workers.compiler.context import CONSUMERS, INTERCEPTIONS
+from workers.pipeline import DEFAULT_VARIANT
 
 if TYPE_CHECKING:
     from workers.compiler import Snapshot
@@ -93,10 +94,6 @@ def has_uncompiled_variants(mesh_id: int) -> bool:
 def variant_ttl() -> timedelta:
     """How long a variant other than the default is kept with nothing using it."""
     return timedelta(seconds=settings.MESHPLANE_VARIANT_TTL_SECONDS)
-
-
-def is_default_variant(consumer: str, interception: str, ports: Iterable[int]) -> bool:
-    return consumer == "envoy" and interception == "redirect" and not any(ports)
 
 
 def unused_variants(mesh_id: int, candidates: Mapping["Key", int], now: datetime) -> list["Key"]:
@@ -674,7 +671,7 @@ def request_variant(
     if interception != "explicit":
         ports = (0, 0, 0)
     app_port, ingress_port, egress_port = ports
-    default = is_default_variant(consumer, interception, ports)
+    default = (consumer, interception, *ports) == DEFAULT_VARIANT
     for _ in range(3):
         try:
             with transaction.atomic():

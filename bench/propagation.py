@@ -508,6 +508,37 @@ def node_specs(tenant: Tenant, mesh: Mesh, size: int) -> list[dict]:
     return out
 
 
+def start_py_spy(prefix: str | None, size: int, pids: dict[str, int]) -> list:
+    """`--py-spy PREFIX`: sample each process over the changes only, as raw collapsed
+    stacks in PREFIX-<N>-<role>.txt: serve_xds and the bare server while they hold the
+    GIL (their CPU), this process idle included (where the compile's wall time goes: read
+    run_compile's stacks). Sampling slows what it samples: a profiled run's times are not
+    results."""
+    if not prefix:
+        return []
+    import shutil
+    import subprocess
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return [
+        subprocess.Popen(
+            [spy, "record", "-p", str(pid), "--idle" if role == "compile" else "--gil"]
+            + ["-r", "200", "-f", "raw"]
+            + ["--nonblocking", "-o", f"{prefix}-{size}-{role}.txt"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for role, pid in pids.items()
+    ]
+
+
+def stop_py_spy(spies: list) -> None:
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+    for spy in spies:
+        spy.wait(30)
+
+
 def measure_size(
     args: argparse.Namespace,
     tenant: Tenant,
@@ -574,6 +605,7 @@ def measure_size(
         # Each replica process's share of the push (how evenly connections spread).
         members = {pid: cpu_seconds(pid) for pid in family(xds_pid)}
         load_cpu_start = cpu_seconds(load.proc.pid)
+        spies = start_py_spy(args.py_spy, size, {"xds": xds_pid, "compile": os.getpid()})
         for change in range(args.changes):
             if time.monotonic() > phase_end or timeouts >= 3:
                 break
@@ -608,6 +640,7 @@ def measure_size(
             from_publish.append((answer["last"] - t_published) * 1000)
             first_acks.append((answer["first"] - t_published) * 1000)
         time.sleep(0.5)  # the last ACKs' status flush belongs to the push path too
+        stop_py_spy(spies)
         wall = time.monotonic() - wall_start
         cpu = family_cpu_seconds(xds_pid) - cpu_start - idle_rate * wall
         shares = [cpu_seconds(pid) - before for pid, before in members.items()]
@@ -677,6 +710,7 @@ def measure_size(
         # At least ~2,000 stream writes, so the CPU clock's 10 ms ticks resolve a small N.
         pushes = min(max(len(totals), -(-2000 // size)), 400)
         cpu_start, wall_start = cpu_seconds(bare.proc.pid), time.monotonic()
+        spies = start_py_spy(args.py_spy, size, {"bare": bare.proc.pid})
         for i in range(1, pushes + 1):
             version = f"bare-{i}"
             t0 = time.monotonic()
@@ -692,6 +726,7 @@ def measure_size(
             if answer["done"]:
                 bare_totals.append((answer["last"] - t0) * 1000)
         time.sleep(0.5)
+        stop_py_spy(spies)
         wall = time.monotonic() - wall_start
         cpu = cpu_seconds(bare.proc.pid) - cpu_start - bare_idle_rate * wall
         row.update(
@@ -779,6 +814,11 @@ def main(argv: list[str]) -> None:
         type=int,
         default=1,
         help="serve_xds --processes N: replica processes on one port (CPU and RSS summed)",
+    )
+    parser.add_argument(
+        "--py-spy",
+        metavar="PREFIX",
+        help="profile serve_xds and the compile over the changes (py-spy, raw stacks)",
     )
     parser.add_argument("--change-limit", type=float, default=60.0, help="s for one change")
     parser.add_argument("--phase-limit", type=float, default=600.0, help="s for one size")

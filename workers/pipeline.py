@@ -18,7 +18,8 @@
   MESHPLANE_VARIANT_TTL_SECONDS ago, and asked for longer ago than that. The compile drops
   such a variant (`drop_unused`); a proxy connecting with it later asks for it again.
 - **Store** only versions that changed (meshapi.services.proxies.store), record the
-  revision with compare-and-set, and publish (tenant, proxy, version) after commit.
+  revision with compare-and-set, and publish (tenant, proxy, version) after commit; only
+  then trim the history of the variants that gained a version (nothing a replica reads).
 """
 
 import gc
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from workers import loader, publish
@@ -223,6 +224,7 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
     started = time.perf_counter()
     result = CompileResult(mesh_id)
     messages: list[dict] = []
+    grown: list[int] = []
     with transaction.atomic():
         state = store.lock_compile_state(mesh_id)
         if state is None:
@@ -256,11 +258,17 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
         result.compiled = sorted(snapshots)
         wanted = wanted_variants(loaded.ctx, kept)
         gone = [key for key in configs if key not in wanted]
-        changed, messages = store.store(loaded, snapshots, configs, gone, now)
-        result.changed, result.removed = changed, gone
+        result.changed, messages, grown = store.store(loaded, snapshots, configs, gone, now)
+        result.removed = gone
         result.seconds = time.perf_counter() - started
         store.record_compiled(state, loaded, result)
     # After commit: a replica told of a version must be able to read it.
     publish.publish(messages)
+    # Bounding history is nothing a replica waits for: after the publish, in a transaction
+    # of its own. Should it fail, the next compile of these variants trims what it left.
+    try:
+        store.trim_history(grown)
+    except DatabaseError:
+        log.warning("mesh %s: trimming history failed", mesh_id, exc_info=True)
     log.info("compile_mesh %s", result.summary())
     return result

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -249,19 +249,30 @@ def _message(
     return message
 
 
+class Stored(NamedTuple):
+    """What `store` did: the keys whose version changed, the messages to publish after
+    commit, and the variants (pks) that gained a version over an older one, whose history
+    `trim_history` bounds once the messages are out."""
+
+    changed: list["Key"]
+    messages: list[dict]
+    grown: list[int]
+
+
 def store(
     loaded: "LoadedMesh",
     snapshots: Mapping["Key", tuple["Snapshot", frozenset[str]]],
     stored: Mapping["Key", StoredVariant],
     gone: Iterable["Key"],
     now: datetime,
-) -> tuple[list["Key"], list[dict]]:
+) -> Stored:
     """Store the snapshots whose version changed; drop the variants of proxies that no
-    longer exist. Returns the changed keys and the messages to publish after commit.
+    longer exist.
 
     A fixed number of statements whatever the number of proxies: on PostgreSQL the new
     versions are one INSERT and the variants one UPDATE over arrays (see _insert_versions,
-    _update_variants); history is trimmed only where it outgrew HISTORY_LIMIT."""
+    _update_variants). History is not trimmed here: nothing a replica reads depends on it,
+    so the pipeline trims after publishing (`trim_history`)."""
     changed: list[Key] = []
     requires: dict[Key, list[str]] = {}
     updates: dict[int, _Update] = {}  # ProxyConfig pk → what to write
@@ -318,14 +329,12 @@ def store(
     _update_variants(updates)
     if touched_versions:
         ProxyVersion.objects.bulk_update(touched_versions, ["warnings", "metadata"])
-    old = [pks[key] for key in changed if key in stored and stored[key].current_id is not None]
-    if old:
-        _trim_history(old)
+    grown = [pks[key] for key in changed if key in stored and stored[key].current_id is not None]
     gone = [k for k in gone if k in pks]
     if gone:
         ProxyConfig.objects.filter(pk__in=[pks[k] for k in gone]).delete()
         messages.extend(_message(loaded, key, None) for key in gone)
-    return changed, messages
+    return Stored(changed, messages, grown)
 
 
 @dataclass(frozen=True)
@@ -495,37 +504,45 @@ def _store_resources(mesh_id: int, snapshots: Iterable["Snapshot"]) -> None:
     ConfigResource.objects.bulk_create(rows, batch_size=500, ignore_conflicts=True)
 
 
-def _trim_history(proxy_ids: list[int]) -> None:
-    """Keep the newest HISTORY_LIMIT versions of each proxy. On PostgreSQL one statement
-    finds, per proxy, the version just past the limit through the (proxy, -id) index and
-    deletes from there down: a few index entries per proxy, whatever its history."""
-    if connection.vendor != "postgresql":
-        ranked = (
-            ProxyVersion.objects.filter(proxy_id__in=proxy_ids)
-            .annotate(
-                rank=Window(RowNumber(), partition_by=[F("proxy_id")], order_by=F("id").desc())
-            )
-            .filter(rank__gt=HISTORY_LIMIT)
-            .values_list("id", flat=True)
-        )
-        old = list(ranked)
-        if old:
-            ProxyVersion.objects.filter(pk__in=old).delete()
+def trim_history(proxy_ids: list[int]) -> None:
+    """Keep the newest HISTORY_LIMIT versions of each of these variants, in a transaction
+    of its own: the pipeline runs it after the compile that added their versions has
+    committed and published. It takes no compile lock: it never deletes a current version
+    (the newest of its variant), a compile running meanwhile only adds newer ones, and a
+    trim that fails or never runs leaves the extra versions to the variant's next trim.
+
+    On PostgreSQL one statement finds, per variant, the version just past the limit through
+    the (proxy, -id) index and deletes from there down: a few index entries per variant,
+    whatever its history."""
+    if not proxy_ids:
         return
-    table = connection.ops.quote_name(ProxyVersion._meta.db_table)
-    with _binary_cursor() as cursor:
-        # Its estimate (a correlated LIMIT per proxy) passes jit_above_cost at 1,000
-        # proxies, and compiling the plan took longer than running it (14 of 50 ms). For
-        # the rest of the compile's transaction: its statements are all small.
-        cursor.execute("SET LOCAL jit = off")
-        cursor.execute(
-            f"DELETE FROM {table} AS v USING ("
-            " SELECT p.id AS proxy_id, (SELECT h.id FROM "
-            f"{table} AS h WHERE h.proxy_id = p.id ORDER BY h.id DESC OFFSET %b LIMIT 1) AS cutoff"
-            " FROM unnest(%b::bigint[]) AS p(id)) AS t"
-            " WHERE v.proxy_id = t.proxy_id AND v.id <= t.cutoff",
-            [HISTORY_LIMIT, proxy_ids],
-        )
+    with transaction.atomic():
+        if connection.vendor != "postgresql":
+            ranked = (
+                ProxyVersion.objects.filter(proxy_id__in=proxy_ids)
+                .annotate(
+                    rank=Window(RowNumber(), partition_by=[F("proxy_id")], order_by=F("id").desc())
+                )
+                .filter(rank__gt=HISTORY_LIMIT)
+                .values_list("id", flat=True)
+            )
+            old = list(ranked)
+            if old:
+                ProxyVersion.objects.filter(pk__in=old).delete()
+            return
+        table = connection.ops.quote_name(ProxyVersion._meta.db_table)
+        with _binary_cursor() as cursor:
+            # Its estimate (a correlated LIMIT per variant) passes jit_above_cost at 1,000
+            # variants, and compiling the plan took longer than running it (14 of 50 ms).
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute(
+                f"DELETE FROM {table} AS v USING ("
+                " SELECT p.id AS proxy_id, (SELECT h.id FROM "
+                f"{table} AS h WHERE h.proxy_id = p.id ORDER BY h.id DESC OFFSET %b LIMIT 1)"
+                " AS cutoff FROM unnest(%b::bigint[]) AS p(id)) AS t"
+                " WHERE v.proxy_id = t.proxy_id AND v.id <= t.cutoff",
+                [HISTORY_LIMIT, proxy_ids],
+            )
 
 
 def record_compiled(state: CompileState, loaded: "LoadedMesh", result: "CompileResult") -> None:

@@ -280,7 +280,7 @@ def test_an_older_compile_never_overwrites_a_newer_one(tenant, embedded):
 
     with transaction.atomic():
         state = store.lock_compile_state(mesh.id)
-        changed, messages = store.store(
+        changed, messages, _ = store.store(
             stale, snapshots, store.stored_variants(mesh.id), [], timezone.now()
         )
         store.record_compiled(state, stale, CompileResult(mesh.id))

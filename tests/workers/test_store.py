@@ -3,6 +3,7 @@ each pointing at it, history bounded per proxy, `requires` rewritten only where 
 moved, and the same result as a compile of each proxy on its own."""
 
 import pytest
+from django.db import DatabaseError
 
 from meshapi.models import Mesh, ProxyConfig, ProxyVersion
 from meshapi.models.proxies import HISTORY_LIMIT
@@ -67,6 +68,42 @@ def test_a_change_reaching_n_proxies_stores_n_versions_and_history_stays_bounded
             assert history[0].pk == row.current_id and row.revision == revision
     # The proxies the route does not reach kept their version and history.
     assert {row.name: (row.current_id, row.history.count()) for row in others} == untouched
+
+
+def test_history_is_trimmed_after_the_publish_and_a_failed_trim_is_caught_up(mesh, monkeypatch):
+    tenant = mesh.tenant
+    for i in range(HISTORY_LIMIT):
+        meshes.split(tenant, "shop", 10 + i, 90 - i)
+    row = ProxyConfig.objects.get(mesh=mesh, name=CLIENTS[0])
+    assert row.history.count() == HISTORY_LIMIT
+    # When the publish goes out, the new version is stored and nothing is trimmed yet.
+    at_publish = []
+    real_publish = publish.publish
+
+    def publishing(messages):
+        at_publish.append(row.history.count())
+        real_publish(messages)
+
+    monkeypatch.setattr(publish, "publish", publishing)
+    meshes.split(tenant, "shop", 50, 50)
+    assert at_publish == [HISTORY_LIMIT + 1]
+    assert row.history.count() == HISTORY_LIMIT
+    # A trim that fails fails neither the compile nor its publish; the next one catches up.
+    real_trim = store.trim_history
+
+    def failing(proxy_ids):
+        raise DatabaseError("connection lost")
+
+    monkeypatch.setattr(store, "trim_history", failing)
+    meshes.split(tenant, "shop", 40, 60)
+    row.refresh_from_db()
+    assert row.history.count() == HISTORY_LIMIT + 1
+    assert row.history.first().pk == row.current_id and len(at_publish) == 2
+    monkeypatch.setattr(store, "trim_history", real_trim)
+    meshes.split(tenant, "shop", 30, 70)
+    row.refresh_from_db()
+    assert row.history.count() == HISTORY_LIMIT
+    assert row.history.first().pk == row.current_id
 
 
 def test_stored_requires_follow_the_graph_and_a_moved_proxy_leaves_the_route(mesh):

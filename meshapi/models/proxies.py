@@ -58,9 +58,25 @@ class ProxyConfig(models.Model):
     app_port = models.PositiveIntegerField(default=0)
     ingress_port = models.PositiveIntegerField(default=0)
     egress_port = models.PositiveIntegerField(default=0)
-    # None until the first compile of a variant that was asked for.
+    # None until the first compile of a variant that was asked for. Always one of this
+    # variant's own versions, its newest: a compile sets it in the transaction that inserts
+    # that version. No database constraint and no index: a change reaching 1,000 proxies
+    # rewrites this column in 1,000 rows, and without them each rewrite is a HOT update
+    # (no indexed column changes; see the table's fillfactor, migration 0008) with no
+    # constraint trigger to run at commit. Nothing needs them: the only versions deleted
+    # are those past HISTORY_LIMIT (never the newest, so never a current one) and those of
+    # a variant being deleted with them (its own row goes too, in the same transaction,
+    # whether by a compile, drop_unused or a mesh deletion's cascade), hence DO_NOTHING:
+    # no version deletion has to look for variants pointing at it, which without the index
+    # would scan the table.
     current = models.ForeignKey(
-        "meshapi.ProxyVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "meshapi.ProxyVersion",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
     )
     # The mesh revision `current` was compiled at; a store never lowers it.
     revision = models.BigIntegerField(default=0)

@@ -106,6 +106,24 @@ def test_history_is_trimmed_after_the_publish_and_a_failed_trim_is_caught_up(mes
     assert row.history.first().pk == row.current_id
 
 
+def test_every_current_version_is_its_own_and_deletions_leave_no_version_behind(mesh):
+    """`current` has no database constraint: what keeps it right is checked here."""
+    tenant = mesh.tenant
+    for i in range(3):
+        meshes.split(tenant, "shop", 10 + i, 90 - i)
+    gone = ProxyConfig.objects.get(mesh=mesh, name=CLIENTS[0])
+    resources.delete(tenant, VIRTUAL_NODE, meshes.WRITER, mesh_name="shop", name=CLIENTS[0])
+    assert not ProxyConfig.objects.filter(pk=gone.pk).exists()
+    assert not ProxyVersion.objects.filter(proxy_id=gone.pk).exists()
+    rows = ProxyConfig.objects.filter(mesh=mesh).select_related("current")
+    assert rows and all(row.current.proxy_id == row.pk for row in rows)
+    assert all(row.current_id == row.history.first().pk for row in rows)
+    versions = list(ProxyVersion.objects.filter(proxy__mesh=mesh).values_list("pk", flat=True))
+    Mesh.objects.filter(pk=mesh.pk).delete()
+    assert not ProxyVersion.objects.filter(pk__in=versions).exists()
+    assert not ProxyConfig.objects.filter(mesh_id=mesh.pk).exists()
+
+
 def test_stored_requires_follow_the_graph_and_a_moved_proxy_leaves_the_route(mesh):
     tenant = mesh.tenant
     row = ProxyConfig.objects.get(mesh=mesh, name=CLIENTS[0])

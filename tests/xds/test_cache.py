@@ -166,7 +166,7 @@ def test_a_published_version_is_taken_from_the_message_and_falls_back_to_the_dat
     assert published and set(published) <= set(keys)
     assert all(isinstance(m["seq"], int) and len(m["types"]) == 5 for m in published.values())
 
-    entries, rest = cache.published(published)
+    entries, rest = cache.published(as_groups(published))
     assert rest == []
     read = {e.key: e for e in ConfigCache().load_many(list(published))}
     assert {e.key for e in entries} == set(published)
@@ -181,10 +181,15 @@ def test_a_published_version_is_taken_from_the_message_and_falls_back_to_the_dat
     gone = {**message, "version": None}
     trimmed = {**message, "seq": 2**40, "types": [f"unseen-{i}" for i in range(5)]}
     for odd in (older, gone, trimmed):
-        assert cache.published({key: odd}) == ([], [key])
+        assert cache.published(as_groups({key: odd})) == ([], [key])
     # The missing manifest marked nothing as empty: the same content still loads whole.
     again = cache.load_many([key])[0]
     assert again.version == read[key].version and digests(again) == digests(read[key])
+
+
+def as_groups(messages: dict) -> list:
+    """What the refresher hands `published`: per message, (its fields, [(key, seq)])."""
+    return [(message, [(key, message.get("seq"))]) for key, message in messages.items()]
 
 
 def digests(entry) -> dict[str, dict[str, str]]:

@@ -32,13 +32,21 @@ def test_a_batch_is_split_into_bounded_chunks_and_decoded_back():
     decoded = [m for payload in payloads for m in publish.decode(payload)]
     assert decoded == messages
 
-    big = [{"proxy": "p", "version": "x" * 200_000} for _ in range(5)]
+    # What the messages of a compile share goes once per group: five proxies of one
+    # 200 KB version are one payload; five 200 KB proxy names are two, two and one.
+    same = [{"proxy": f"p{i}", "version": "x" * 200_000} for i in range(5)]
+    payloads = publish.encode(same)
+    assert len(payloads) == 1 and len(payloads[0]) < 201_000
+    assert publish.decode(payloads[0]) == same
+    big = [{"proxy": "p" * 200_000, "version": "x"} for _ in range(5)]
     payloads = publish.encode(big)
     assert len(payloads) == 3  # two, two, one: each chunk about 512 KB at most
     assert all(len(p) < publish.MAX_BATCH_BYTES + 1000 for p in payloads)
     assert [m for p in payloads for m in publish.decode(p)] == big
 
     assert publish.decode(json.dumps(messages[0])) == [messages[0]]  # the single format
+    older = json.dumps({"batch": messages[:3]})  # what publishers before grouping sent
+    assert publish.decode(older) == messages[:3]
     assert publish.decode(b"not json") == []
 
 
@@ -156,8 +164,9 @@ def test_a_compile_of_several_variants_publishes_one_message_and_a_replica_serve
     changed = {name for name in after if after[name] != before[name]}
     assert changed == {"frontend"} | {f"c{i}" for i in range(CLIENTS)}
     assert len(payloads) == 1, payloads
-    batch = json.loads(payloads[0])["batch"]
+    batch = publish.decode(payloads[0])
     assert sorted(m["proxy"] for m in batch) == sorted(key.node_id for key in keys)
+    assert len(json.loads(payloads[0])["groups"]) < len(batch)  # shared content goes once
     for key in keys:
         name = key.node_id.rsplit("/", 1)[1]
         assert last[key].version == after[name] != first[key].version

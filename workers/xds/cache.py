@@ -24,10 +24,12 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
+from workers import publish
 from workers.compiler import xds
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,8 @@ TYPES = xds.TYPE_ORDER  # CDS, EDS, LDS, RDS, SDS: the order a push goes in
 POLL_SECONDS = 30.0  # fallback poll of stored versions
 RECONNECT_SECONDS = 1.0
 MAX_BATCH = 10_000  # published messages taken together (whole payloads)
-LOAD_SLICE = 250  # variants loaded (and handed to their streams) at a time
+LOAD_SLICE = 250  # variants read from the database at a time
+SWAP_SLICE = 100  # entries swapped in before the streams they woke may write
 
 
 # ------------------------------------------------------------------ wire encoding
@@ -195,6 +198,8 @@ class ConfigCache:
         self._current_sql: tuple[str, list] | None = None  # see _current
         self._encoded_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._to_swap: deque[Entry] = deque()  # offered, not swapped in yet (see offer)
+        self._swapping = False
 
     # -------------------------------------------------------------- watching (loop)
 
@@ -240,12 +245,30 @@ class ConfigCache:
             watcher(entry)
 
     def offer(self, entries: Iterable[Entry]) -> None:
-        """From any thread: install loaded entries on the loop."""
+        """From any thread: install loaded entries on the loop, in the order offered."""
         if self.loop is None:
             return
         entries = list(entries)
         if entries:
-            self.loop.call_soon_threadsafe(lambda: [self._swap(e) for e in entries])
+            self.loop.call_soon_threadsafe(self._queue_swaps, entries)
+
+    def _queue_swaps(self, entries: list[Entry]) -> None:
+        self._to_swap.extend(entries)
+        if not self._swapping:
+            self._swapping = True
+            self._swap_some()
+
+    def _swap_some(self) -> None:
+        """Swap in SWAP_SLICE entries, then give the loop back: the streams they woke were
+        scheduled first, so they write (and their proxies start on the change) before the
+        next slice is swapped in, instead of after all 1,000."""
+        pending = self._to_swap
+        for _ in range(min(SWAP_SLICE, len(pending))):
+            self._swap(pending.popleft())
+        if pending:
+            self.loop.call_soon(self._swap_some)
+        else:
+            self._swapping = False
 
     # -------------------------------------------------------------- loading (threads)
 
@@ -450,42 +473,55 @@ class ConfigCache:
         with self._encoded_lock:
             self._buckets.update(fresh)  # complete now: other loads may share them
 
-    def published(self, messages: Mapping[Key, dict]) -> tuple[list[Entry], list[Key]]:
+    def published(
+        self, groups: Iterable[tuple[Mapping, list[tuple[Key, object]]]]
+    ) -> tuple[list[Entry], list[Key]]:
         """Entries for published versions, from what the messages carry (the stored
         version's id and type versions, workers/publish.py): the variants' rows are not
         read, and nothing at all is when this replica already holds that content, as it
-        does after the first of 1,000 identical proxies. Returns the entries and the keys
-        that must be loaded from the database instead: a message without those fields (an
-        older publisher), a proxy gone (a late "gone" must not wipe a newer version: only
-        the database says which is current), a variant whose entry has no version, and a
-        version whose manifest already left the history. Runs in a thread."""
+        does after the first of 1,000 identical proxies. `groups`: (what messages share,
+        [(key, its seq)]). Returns the entries and the keys that must be loaded from the
+        database instead: a message without those fields (an older publisher), a proxy
+        gone (a late "gone" must not wipe a newer version: only the database says which
+        is current), a variant whose entry has no version, and a version whose manifest
+        already left the history. Runs in a thread."""
         from django.db import close_old_connections
 
         out: list[Entry] = []
         rest: list[Key] = []
         by_mesh: dict[int, dict[tuple, tuple[int, int, dict, list]]] = {}
-        for key, message in messages.items():
-            version, mesh_id = message.get("version"), message.get("meshId")
-            seq, types = message.get("seq"), message.get("types")
-            entry = self.entries.get(key)
+        entries = self.entries
+        for common, keys in groups:
+            version, mesh_id, types = (
+                common.get("version"),
+                common.get("meshId"),
+                common.get("types"),
+            )
             if (
                 not isinstance(version, str)
-                or entry is None
-                or entry.version is None
                 or type(mesh_id) is not int
-                or type(seq) is not int
                 or not isinstance(types, list)
                 or len(types) != len(TYPES)
                 or not all(isinstance(t, str) for t in types)
             ):
-                rest.append(key)
+                rest.extend(key for key, _ in keys)
                 continue
-            groups = by_mesh.setdefault(mesh_id, {})
+            found = by_mesh.setdefault(mesh_id, {})
             content = tuple(types)
-            group = groups.get(content)
-            if group is None:
-                group = groups[content] = (mesh_id, seq, dict(zip(TYPES, types, strict=True)), [])
-            group[3].append((key, seq, version))
+            rows = None
+            for key, seq in keys:
+                entry = entries.get(key)
+                if entry is None or entry.version is None or type(seq) is not int:
+                    rest.append(key)
+                    continue
+                if rows is None:
+                    same = found.get(content)
+                    if same is None:
+                        versions = dict(zip(TYPES, types, strict=True))
+                        same = found[content] = (mesh_id, seq, versions, [])
+                    rows = same[3]
+                rows.append((key, seq, version))
+        by_mesh = {mesh_id: found for mesh_id, found in by_mesh.items() if found}
         if not by_mesh:
             return out, rest
         close_old_connections()
@@ -564,8 +600,6 @@ class CacheRefresher:
         self._reload(stale)
 
     def _run(self) -> None:
-        from workers import publish
-
         while not self._stop.is_set():
             try:
                 with publish.subscribe() as subscription:
@@ -577,7 +611,7 @@ class CacheRefresher:
                     while not self._stop.is_set():
                         # A compile publishes its versions as one batch: take it and
                         # whatever else is already waiting, then load them in one go.
-                        batch = subscription.get_many(timeout=0.5, limit=MAX_BATCH)
+                        batch = subscription.get_groups(timeout=0.5, limit=MAX_BATCH)
                         if batch:
                             self._handle(batch)
                         if time.monotonic() >= next_poll:
@@ -596,28 +630,36 @@ class CacheRefresher:
 
         connections.close_all()  # this thread's own connection
 
-    def _handle(self, messages: list[dict]) -> None:
+    def _handle(self, groups: list[publish.Group]) -> None:
         watchers = self.cache.watchers
         entries = self.cache.entries
-        stale: dict[Key, dict] = {}
-        for message in messages:
-            get = message.get
-            key = Key(
-                str(get("tenant")),
-                str(get("proxy")),
-                str(get("consumer")),
-                str(get("interception")),
-                int(get("appPort") or 0),
-                int(get("ingressPort") or 0),
-                int(get("egressPort") or 0),
-            )
-            if key not in watchers:
-                continue
-            entry = entries.get(key)
-            if entry is not None and entry.version == get("version"):
-                continue
-            stale[key] = message  # the last published for a key wins (seq decides anyway)
-        entries, rest = self.cache.published(stale)
-        for start in range(0, len(entries), LOAD_SLICE):
-            self.cache.offer(entries[start : start + LOAD_SLICE])
+        # key → (its group, seq): the last published for a key wins (seq decides anyway).
+        stale: dict[Key, tuple[int, object]] = {}
+        for index, (common, rows) in enumerate(groups):
+            tenant, version = str(common.get("tenant")), common.get("version")
+            for proxy, consumer, interception, seq, app, ingress, egress in rows:
+                key = Key(
+                    tenant,
+                    str(proxy),
+                    str(consumer),
+                    str(interception),
+                    int(app or 0),
+                    int(ingress or 0),
+                    int(egress or 0),
+                )
+                if key not in watchers:
+                    continue
+                entry = entries.get(key)
+                if entry is not None and entry.version == version:
+                    continue
+                stale[key] = (index, seq)
+        if not stale:
+            return
+        keys_of: dict[int, list[tuple[Key, object]]] = {}
+        for key, (index, seq) in stale.items():
+            keys_of.setdefault(index, []).append((key, seq))
+        loaded, rest = self.cache.published(
+            (groups[index].common, keys) for index, keys in keys_of.items()
+        )
+        self.cache.offer(loaded)
         self._reload(rest)

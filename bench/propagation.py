@@ -600,6 +600,7 @@ def measure_size(
         idle_rate = (family_cpu_seconds(xds_pid) - cpu_idle_start) / (time.monotonic() - idle_start)
 
         totals, from_publish, first_acks, writes, compiles, timeouts = [], [], [], [], [], 0
+        done: list[int] = []  # the change each of `totals` measured
         phase_end = time.monotonic() + args.phase_limit
         cpu_start, wall_start = family_cpu_seconds(xds_pid), time.monotonic()
         # Each replica process's share of the push (how evenly connections spread).
@@ -637,6 +638,7 @@ def measure_size(
                 print(f"  N={size}: change {change}: {answer['missing']} clients not ACKed")
                 continue
             totals.append((answer["last"] - t0) * 1000)
+            done.append(change)
             from_publish.append((answer["last"] - t_published) * 1000)
             first_acks.append((answer["first"] - t_published) * 1000)
         time.sleep(0.5)  # the last ACKs' status flush belongs to the push path too
@@ -650,6 +652,7 @@ def measure_size(
             timeouts=timeouts,
             p50_ms=statistics.median(totals) if totals else None,
             p99_ms=percentile(totals, 99) if totals else None,
+            slowest=sorted(zip(totals, done, strict=True), reverse=True)[:3],
             publish_p50_ms=statistics.median(from_publish) if from_publish else None,
             publish_p99_ms=percentile(from_publish, 99) if from_publish else None,
             first_ack_p50_ms=statistics.median(first_acks) if first_acks else None,
@@ -781,6 +784,9 @@ def report(results: dict, load_before: str, load_after: str, processes: int = 1)
                 f"      N={size}: serve_xds idle {r['idle_cpu_pct']:.1f} % of a core after "
                 f"settling {r.get('settle_s', 0):.0f} s (subtracted from its push CPU)"
             )
+        if r.get("slowest"):
+            slow = ", ".join(f"{ms:.0f} ms (change {i})" for ms, i in r["slowest"])
+            print(f"      N={size}: slowest changes end to end: {slow}")
         if len(r.get("xds_cpu_shares") or ()) > 1:
             shares = " / ".join(f"{x} %" for x in r["xds_cpu_shares"])
             print(f"      N={size}: serve_xds push CPU by process (parent first): {shares}")

@@ -233,8 +233,8 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
             result.skipped = "gone"
             return result
         head = Mesh.objects.filter(pk=mesh_id).values_list("revision", flat=True).first()
-        pending = store.has_uncompiled_variants(mesh_id)
-        if not full and head is not None and state.revision >= head and not pending:
+        up_to_date = not full and head is not None and state.revision >= head
+        if up_to_date and not store.has_uncompiled_variants(mesh_id):
             result.revision, result.skipped = state.revision, "up to date"
             return result
         loaded = loader.load(mesh_id)

@@ -12,7 +12,7 @@ unified diff between two stored versions, and variants compiled on demand.
 import difflib
 import json
 import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -273,19 +273,18 @@ def store(
     _update_variants). History is not trimmed here: nothing a replica reads depends on it,
     so the pipeline trims after publishing (`trim_history`)."""
     changed: list[Key] = []
-    requires: dict[Key, list[str]] = {}
+    requires: dict[Key, Collection[str]] = {}
     updates: dict[int, _Update] = {}  # ProxyConfig pk → what to write
     touched_versions: list[ProxyVersion] = []
     new_rows: list[ProxyConfig] = []
     for key, (snapshot, deps) in snapshots.items():
         row = stored.get(key)
-        dep_list = sorted(deps)
         if row is None:
             new_rows.append(
                 ProxyConfig(
                     tenant_id=loaded.tenant_id,
                     mesh_id=loaded.mesh_id,
-                    requires=dep_list,
+                    requires=sorted(deps),
                     **dict(zip(VARIANT_FIELDS, key, strict=True)),
                 )
             )
@@ -302,11 +301,11 @@ def store(
                     ProxyVersion(pk=row.current_id, warnings=warnings, metadata=metadata)
                 )
             if not same_requires:
-                updates[row.pk] = _Update(row.current_id, row.revision, dep_list, True)
+                updates[row.pk] = _Update(row.current_id, row.revision, deps, True)
             continue
-        requires[key] = dep_list
+        requires[key] = deps
         if not same_requires:
-            updates[row.pk] = _Update(row.current_id, row.revision, dep_list, True)
+            updates[row.pk] = _Update(row.current_id, row.revision, deps, True)
         changed.append(key)
     pks = {key: row.pk for key, row in stored.items()}
     if new_rows:
@@ -340,7 +339,7 @@ def store(
 class _Update:
     current_id: int | None
     revision: int
-    requires: list[str]
+    requires: Collection[str]  # stored sorted
     requires_changed: bool  # False: the stored `requires` stays as it is
 
 
@@ -447,7 +446,7 @@ def _update_variants(updates: Mapping[int, _Update]) -> None:
         ProxyConfig.objects.bulk_update(
             [
                 ProxyConfig(
-                    pk=pk, current_id=u.current_id, revision=u.revision, requires=u.requires
+                    pk=pk, current_id=u.current_id, revision=u.revision, requires=sorted(u.requires)
                 )
                 for pk, u in updates.items()
             ],
@@ -468,7 +467,7 @@ def _update_variants(updates: Mapping[int, _Update]) -> None:
                 [updates[pk].current_id for pk in pks],
                 [updates[pk].revision for pk in pks],
                 [
-                    _json(updates[pk].requires) if updates[pk].requires_changed else None
+                    _json(sorted(updates[pk].requires)) if updates[pk].requires_changed else None
                     for pk in pks
                 ],
             ],
@@ -478,7 +477,13 @@ def _update_variants(updates: Mapping[int, _Update]) -> None:
 def _store_resources(mesh_id: int, snapshots: Iterable["Snapshot"]) -> None:
     """Serialize and insert each resource not stored yet, once, however many use it."""
     wanted: dict[tuple[str, str], Any] = {}
+    seen: set[int] = set()
     for snapshot in snapshots:
+        # Proxies compiled to one shared snapshot (Snapshot.for_proxy) share its hashes:
+        # 1,000 clients of one backend are one pass here.
+        if id(snapshot.hashes) in seen:
+            continue
+        seen.add(id(snapshot.hashes))
         for type_url, hashes in snapshot.hashes.items():
             bucket = snapshot.resources[type_url]
             for name, digest in hashes.items():

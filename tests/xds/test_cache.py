@@ -169,12 +169,27 @@ def test_a_published_version_is_taken_from_the_message_and_falls_back_to_the_dat
     entries, rest = cache.published(as_groups(published))
     assert rest == []
     read = {e.key: e for e in ConfigCache().load_many(list(published))}
-    assert {e.key for e in entries} == set(published)
-    for entry in entries:
-        stored = read[entry.key]
+    assert {key for key, _ in entries} == set(published)
+    for key, entry in entries:
+        stored = read[key]
         assert (entry.version, entry.seq) == (stored.version, stored.seq)
         assert entry.type_versions == stored.type_versions
         assert digests(entry) == digests(stored)
+
+    # As the refresher reads them: proxies published with one version share one entry,
+    # ordered by the lowest of their seqs (a later compile's are all higher).
+    groups = [
+        (common, [(Key(common["tenant"], row[0], row[1], row[2]), row[3]) for row in rows])
+        for common, rows in publish.group(published.values())
+    ]
+    shared, rest = cache.published(groups)
+    assert rest == [] and {key for key, _ in shared} == set(published)
+    by_version: dict[str, set[int]] = {}
+    for key, entry in shared:
+        assert entry.version == read[key].version and digests(entry) == digests(read[key])
+        assert entry.seq <= read[key].seq
+        by_version.setdefault(entry.version, set()).add(id(entry))
+    assert all(len(ids) == 1 for ids in by_version.values())
 
     key, message = next(iter(published.items()))
     older = {k: v for k, v in message.items() if k not in ("seq", "types", "meshId")}

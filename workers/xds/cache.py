@@ -135,13 +135,14 @@ class Config:
 class Entry:
     """A variant's configuration as stored: `version` None when it has none (not compiled
     yet, or the proxy was deleted): every type is then empty. What it serves is its
-    `config`, shared with the variants of the same content."""
+    `config`, shared with the variants of the same content. An entry built from a publish
+    is shared by the variants it reached with that version (`key` None)."""
 
     __slots__ = ("config", "key", "resources", "seq", "type_versions", "version")
 
     def __init__(
         self,
-        key: Key,
+        key: Key | None,
         version: str | None,
         seq: int,  # the stored version's row id: a later store has a larger one
         type_versions: dict[str, str] | None = None,
@@ -195,6 +196,19 @@ def _content(versions: Mapping[str, str]) -> tuple[str, ...] | None:
         return None
 
 
+def _own_entries(rows: list[tuple[Key, int, str]], config: Config) -> list[tuple[Key, Entry]]:
+    return [(key, Entry(key, version, seq, config=config)) for key, seq, version in rows]
+
+
+def _shared_entries(rows: list[tuple[Key, int, str]], config: Config) -> list[tuple[Key, Entry]]:
+    low: dict[str, int] = {}
+    for _, seq, version in rows:
+        if version not in low or seq < low[version]:
+            low[version] = seq
+    shared = {version: Entry(None, version, seq, config=config) for version, seq in low.items()}
+    return [(key, shared[version]) for key, _, version in rows]
+
+
 class ManifestGone(LookupError):
     """A stored version's manifest was asked for after it left the history."""
 
@@ -213,7 +227,7 @@ class ConfigCache:
         self._current_sql: tuple[str, list] | None = None  # see _current
         self._encoded_lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._to_swap: deque[Entry] = deque()  # offered, not swapped in yet (see offer)
+        self._to_swap: deque[tuple[Key, Entry]] = deque()  # offered, not swapped in yet
         self._swapping = False
 
     # -------------------------------------------------------------- watching (loop)
@@ -225,7 +239,7 @@ class ConfigCache:
         self.watchers.setdefault(key, set()).add(watcher)
         if key not in self.entries:
             entry = await asyncio.to_thread(self.load, key)
-            self._swap(entry)
+            self._swap(key, entry)
         entry = self.entries.get(key)
         return entry if entry is not None and entry.version is not None else None
 
@@ -241,9 +255,9 @@ class ConfigCache:
     def watched(self) -> list[Key]:
         return list(self.watchers)
 
-    def _swap(self, entry: Entry) -> None:
+    def _swap(self, key: Key, entry: Entry) -> None:
         """Install a freshly loaded entry unless a newer one is in place; tell watchers."""
-        old = self.entries.get(entry.key)
+        old = self.entries.get(key)
         if old is not None:
             if old.version == entry.version:
                 return
@@ -251,23 +265,25 @@ class ConfigCache:
             # is gone (version None) always replaces what was there.
             if entry.version is not None and old.seq > entry.seq:
                 return
-        if entry.key not in self.watchers:
+        watchers = self.watchers.get(key)
+        if not watchers:
             return  # nobody watches it any more
-        self.entries[entry.key] = entry
+        self.entries[key] = entry
         if entry.version is None and (old is None or old.version is None):
             return  # never compiled yet: nothing to tell (an empty push would wipe a proxy)
-        for watcher in list(self.watchers.get(entry.key, ())):
+        for watcher in tuple(watchers):
             watcher(entry)
 
-    def offer(self, entries: Iterable[Entry]) -> None:
-        """From any thread: install loaded entries on the loop, in the order offered."""
+    def offer(self, entries: Iterable[tuple[Key, Entry]]) -> None:
+        """From any thread: install loaded (key, entry) pairs on the loop, in the order
+        offered."""
         if self.loop is None:
             return
         entries = list(entries)
         if entries:
             self.loop.call_soon_threadsafe(self._queue_swaps, entries)
 
-    def _queue_swaps(self, entries: list[Entry]) -> None:
+    def _queue_swaps(self, entries: list[tuple[Key, Entry]]) -> None:
         self._to_swap.extend(entries)
         if not self._swapping:
             self._swapping = True
@@ -279,7 +295,7 @@ class ConfigCache:
         next slice is swapped in, instead of after all 1,000."""
         pending = self._to_swap
         for _ in range(min(SWAP_SLICE, len(pending))):
-            self._swap(pending.popleft())
+            self._swap(*pending.popleft())
         if pending:
             self.loop.call_soon(self._swap_some)
         else:
@@ -330,7 +346,7 @@ class ConfigCache:
                     same[3].append((key, seq, version))
                 out.extend(Entry(key, None, 0) for key in group if key in wanted)
                 if found:
-                    out.extend(self._entries(found))
+                    out.extend(entry for _, entry in self._entries(found))
             return out
         finally:
             close_old_connections()
@@ -376,14 +392,19 @@ class ConfigCache:
             cursor.execute(sql, params)
             return cursor.fetchall()
 
-    def _entries(self, found: dict[object, tuple[int, int, dict, list]]) -> list[Entry]:
-        """Entries for stored variants of one mesh, grouped by their type versions: one
-        Config per group (kept weakly, so a later load of the same content shares it). A
-        type version already cached is its bucket, shared; a new one is built from the
+    def _entries(
+        self, found: dict[object, tuple[int, int, dict, list]], shared: bool = False
+    ) -> list[tuple[Key, Entry]]:
+        """(key, entry) for stored variants of one mesh, grouped by their type versions:
+        one Config per group (kept weakly, so a later load of the same content shares it).
+        A type version already cached is its bucket, shared; a new one is built from the
         manifest of one stored version that has it, and each resource missing from the
-        replica is read and encoded once."""
+        replica is read and encoded once. `shared`: the variants of a group with the same
+        version share one Entry too, with the group's lowest seq (the rows of one publish
+        are one compile's: any later compile's are higher)."""
         mesh_id = next(iter(found.values()))[0]
-        out: list[Entry] = []
+        out: list[tuple[Key, Entry]] = []
+        entries = _shared_entries if shared else _own_entries
         todo: list[tuple[object, int, dict, list]] = []
         with self._encoded_lock:
             for ident, (_, seq, versions, rows) in found.items():
@@ -392,7 +413,7 @@ class ConfigCache:
                 if config is None:
                     todo.append((ident, seq, versions, rows))
                 else:
-                    out.extend(Entry(key, version, s, config=config) for key, s, version in rows)
+                    out.extend(entries(rows, config))
         if not todo:
             return out
         # Per type: type version → its bucket (None: no resources). A type version missing
@@ -426,7 +447,7 @@ class ConfigCache:
             content = _content(versions)
             if content:
                 fresh[(mesh_id, content)] = config
-            out.extend(Entry(key, version, s, config=config) for key, s, version in rows)
+            out.extend(entries(rows, config))
         with self._encoded_lock:
             self._configs.update(fresh)
         return out
@@ -490,7 +511,7 @@ class ConfigCache:
 
     def published(
         self, groups: Iterable[tuple[Mapping, list[tuple[Key, object]]]]
-    ) -> tuple[list[Entry], list[Key]]:
+    ) -> tuple[list[tuple[Key, Entry]], list[Key]]:
         """Entries for published versions, from what the messages carry (the stored
         version's id and type versions, workers/publish.py): the variants' rows are not
         read, and nothing at all is when this replica already holds that content, as it
@@ -502,7 +523,7 @@ class ConfigCache:
         already left the history. Runs in a thread."""
         from django.db import close_old_connections
 
-        out: list[Entry] = []
+        out: list[tuple[Key, Entry]] = []
         rest: list[Key] = []
         by_mesh: dict[int, dict[tuple, tuple[int, int, dict, list]]] = {}
         entries = self.entries
@@ -543,7 +564,7 @@ class ConfigCache:
         try:
             for found in by_mesh.values():
                 try:
-                    out.extend(self._entries(found))
+                    out.extend(self._entries(found, shared=True))
                 except ManifestGone:
                     rest.extend(key for *_, rows in found.values() for key, _, _ in rows)
         finally:
@@ -599,7 +620,8 @@ class CacheRefresher:
     def _reload(self, keys: list[Key]) -> None:
         # In slices: the streams of the first ones are written to while the next load.
         for start in range(0, len(keys), LOAD_SLICE):
-            self.cache.offer(self.cache.load_many(keys[start : start + LOAD_SLICE]))
+            entries = self.cache.load_many(keys[start : start + LOAD_SLICE])
+            self.cache.offer((entry.key, entry) for entry in entries)
 
     def _reread_all(self) -> None:
         """Reload every watched key whose stored version differs from the cached one."""

@@ -102,10 +102,17 @@ class DeltaStream(ServingStream):
             else:
                 state.rejected = False
                 self.reporter.acked(type_url, version)
-        responses = self._maybe_send(type_url)
-        if self.served.has_retiring:
-            responses += self._maybe_retire()
-        return responses
+        served = self.served
+        if served.has_retiring:
+            return self._maybe_send(type_url) + self._maybe_retire()
+        entry = served.entry
+        if (
+            entry is not None
+            and entry.version is not None
+            and state.checked == entry.type_versions.get(type_url, "")
+        ):
+            return []  # compared at this version already (an ACK of a push: most requests)
+        return self._maybe_send(type_url)
 
     def on_entry(self, entry: Entry) -> list[bytes]:
         served = self.served

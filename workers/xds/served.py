@@ -24,6 +24,7 @@ class Served:
     def __init__(self) -> None:
         self.entry: Entry | None = None
         self.retiring: dict[str, dict[str, Resource]] = {t: {} for t in RETIRABLE}
+        self.has_retiring = False  # any(self.retiring.values()), kept as it changes
 
     def update(self, entry: Entry) -> None:
         old = self.entry
@@ -38,16 +39,14 @@ class Served:
                         keep[name] = resource
                 for name in new_names:
                     keep.pop(name, None)
+                self.has_retiring = any(self.retiring.values())
         else:  # first entry, or the proxy is gone: nothing to keep
-            self.retiring = {t: {} for t in RETIRABLE}
+            self.retire()
         self.entry = entry
-
-    @property
-    def has_retiring(self) -> bool:
-        return any(self.retiring.values())
 
     def retire(self) -> None:
         self.retiring = {t: {} for t in RETIRABLE}
+        self.has_retiring = False
 
     def resources(self, type_url: str) -> dict[str, Resource]:
         current = self.entry.of(type_url) if self.entry is not None else {}

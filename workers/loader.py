@@ -1,13 +1,14 @@
 """ORM → compiler inputs: the only place the compiler's inputs touch the database.
 
-`load(mesh_id)` reads one mesh in a fixed number of queries whatever its size (one per
-table, values only, no model instances; specs as JSON text, parsed, frozen and hashed once
-per distinct text in this process) and returns the `MeshContext` with a fingerprint:
-a content hash per input (`"<kind> <name>"` → hash) in the compiler's dependency names
-(workers/compiler/deps.py), so two loads can be diffed into the set of changes that
-`dependents` takes.
+`load(mesh_id)` reads one mesh in four queries whatever its size (the mesh, its CAs, every
+spec in one statement, the endpoints; values only, no model instances; specs as JSON text,
+parsed, frozen and hashed once per distinct text in this process) and returns the
+`MeshContext` with a fingerprint: a content hash per input (`"<kind> <name>"` → hash) in
+the compiler's dependency names (workers/compiler/deps.py), so two loads can be diffed
+into the set of changes that `dependents` takes.
 """
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -141,22 +142,9 @@ def changes(previous: Mapping[str, str], current: Mapping[str, str]) -> set[tupl
 
 
 def load(mesh_id: int) -> LoadedMesh | None:
-    """The mesh as the compiler sees it, or None if it no longer exists (9 queries)."""
-    from django.db.models import TextField
-    from django.db.models.functions import Cast
-
-    from meshapi.models import (
-        Endpoint as EndpointRow,
-    )
-    from meshapi.models import (
-        GatewayRoute,
-        Mesh,
-        Route,
-        VirtualGateway,
-        VirtualNode,
-        VirtualRouter,
-        VirtualService,
-    )
+    """The mesh as the compiler sees it, or None if it no longer exists (4 queries)."""
+    from meshapi.models import Endpoint as EndpointRow
+    from meshapi.models import Mesh
 
     # The revision first: what is read after it is at least that revision, so recording
     # it as compiled never claims a write the compile did not see.
@@ -168,20 +156,6 @@ def load(mesh_id: int) -> LoadedMesh | None:
     if mesh is None:
         return None
 
-    # Specs as JSON text, parsed through the process's spec cache (_spec).
-    text = Cast("spec", output_field=TextField())
-
-    def specs(model) -> dict[str, Any]:
-        rows = model.objects.filter(mesh_id=mesh_id).values_list("name", text)
-        return {name: _spec(spec) for name, spec in rows}
-
-    def children(model, parent: str) -> dict[str, dict[str, Any]]:
-        out: dict[str, dict[str, Any]] = {}
-        rows = model.objects.filter(mesh_id=mesh_id).values_list(f"{parent}__name", "name", text)
-        for parent_name, name, spec in rows:
-            out.setdefault(parent_name, {})[name] = _spec(spec)
-        return out
-
     from tenants.identity.services import mesh_trust_bundle, trust_domain
     from tenants.models import Tenant
 
@@ -190,12 +164,7 @@ def load(mesh_id: int) -> LoadedMesh | None:
         "mtls_mode": mesh["mtls_mode"],
         # The trust domain needs only the account id: an unsaved Tenant, no query.
         "trust_domain": trust_domain(Tenant(account_id=mesh["tenant__account_id"])),
-        "virtual_nodes": specs(VirtualNode),
-        "virtual_services": specs(VirtualService),
-        "virtual_routers": specs(VirtualRouter),
-        "routes": children(Route, "virtual_router"),
-        "virtual_gateways": specs(VirtualGateway),
-        "gateway_routes": children(GatewayRoute, "virtual_gateway"),
+        **_specs(mesh_id),
         "endpoints": _endpoints(
             EndpointRow.objects.filter(mesh_id=mesh_id).values_list(
                 "virtual_node__name", "port", "address", "target_port", "source", "health"
@@ -213,6 +182,60 @@ def load(mesh_id: int) -> LoadedMesh | None:
         ctx=ctx,
         fingerprint=fingerprint(mesh["name"], mesh["spec"], **inputs),
     )
+
+
+# The `from_specs` argument each kind of spec row goes to, and for routes their parent's.
+_SPEC_TABLES = (
+    ("virtual_nodes", "VirtualNode", ""),
+    ("virtual_services", "VirtualService", ""),
+    ("virtual_routers", "VirtualRouter", ""),
+    ("virtual_gateways", "VirtualGateway", ""),
+    ("routes", "Route", "virtual_router"),
+    ("gateway_routes", "GatewayRoute", "virtual_gateway"),
+)
+
+
+@functools.cache
+def _specs_sql() -> str:
+    """One statement reading the specs of every kind, built once per process: six ORM
+    queries cost more to build and send than the database takes to answer them."""
+    from django.apps import apps
+    from django.db import connection
+
+    quote = connection.ops.quote_name
+    parts = []
+    for position, (_, model_name, parent) in enumerate(_SPEC_TABLES):
+        model = apps.get_model("meshapi", model_name)
+        table = quote(model._meta.db_table)
+        if parent:
+            field = model._meta.get_field(parent)
+            parents = quote(field.related_model._meta.db_table)
+            parts.append(
+                f"SELECT {position}, p.name, c.name, CAST(c.spec AS text) FROM {table} AS c"
+                f" JOIN {parents} AS p ON p.id = c.{quote(field.column)} WHERE c.mesh_id = %s"
+            )
+        else:
+            parts.append(
+                f"SELECT {position}, '', name, CAST(spec AS text) FROM {table} WHERE mesh_id = %s"
+            )
+    return " UNION ALL ".join(parts)
+
+
+def _specs(mesh_id: int) -> dict[str, dict[str, Any]]:
+    """Every spec of the mesh as `from_specs` takes them (routes keyed by their parent),
+    parsed through the process's spec cache (_spec)."""
+    from django.db import connection
+
+    out: list[dict[str, Any]] = [{} for _ in _SPEC_TABLES]
+    with connection.cursor() as cursor:
+        cursor.execute(_specs_sql(), [mesh_id] * len(_SPEC_TABLES))
+        rows = cursor.fetchall()
+    for position, parent, name, spec in rows:
+        if _SPEC_TABLES[position][2]:  # a route or gateway route, under its parent
+            out[position].setdefault(parent, {})[name] = _spec(spec)
+        else:
+            out[position][name] = _spec(spec)
+    return {argument: specs for (argument, _, _), specs in zip(_SPEC_TABLES, out, strict=True)}
 
 
 def _endpoints(rows: Iterable[tuple]) -> dict[tuple[str, int], list[Endpoint]]:

@@ -53,7 +53,7 @@ def test_loader_reads_a_mesh_in_the_same_few_queries_whatever_its_size(
     tenant, embedded, django_assert_num_queries
 ):
     mesh = meshes.shop(tenant, eds=True)
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(4):
         small = loader.load(mesh.id)
     for i in range(12):
         spec = {"listeners": [{"portMapping": {"port": 8080, "protocol": "http"}}]}
@@ -77,7 +77,7 @@ def test_loader_reads_a_mesh_in_the_same_few_queries_whatever_its_size(
             port=8080,
             address=f"10.0.0.{i}",
         )
-    with django_assert_num_queries(9):
+    with django_assert_num_queries(4):
         big = loader.load(mesh.id)
     assert len(big.ctx.virtual_nodes) == len(small.ctx.virtual_nodes) + 12
     assert big.ctx.endpoints_of("n3", 8080)[0].address == "10.0.0.3"

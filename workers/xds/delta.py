@@ -35,7 +35,7 @@ def version_field(version: str) -> bytes:
     return text_field(1, version)
 
 
-@dataclass
+@dataclass(slots=True)
 class DeltaTypeState:
     wildcard: bool = False
     names: set[str] = field(default_factory=set)
@@ -54,6 +54,8 @@ class DeltaTypeState:
 
 
 class DeltaStream(ServingStream):
+    __slots__ = ()
+
     types: dict[str, DeltaTypeState]
 
     def on_request(self, request: discovery_pb2.DeltaDiscoveryRequest) -> list[bytes]:

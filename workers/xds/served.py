@@ -21,6 +21,8 @@ REFERRERS = (xds.LISTENER, xds.ROUTE)
 
 
 class Served:
+    __slots__ = ("entry", "has_retiring", "retiring")
+
     def __init__(self) -> None:
         self.entry: Entry | None = None
         self.retiring: dict[str, dict[str, Resource]] = {t: {} for t in RETIRABLE}
@@ -70,6 +72,8 @@ class ServingStream:
     A subclass sends a type with `_maybe_send(type_url)` and says in `_awaiting(state)`
     whether a type's last response is still unanswered (a pending ACK holds retirement).
     """
+
+    __slots__ = ("_nonce", "reporter", "served", "types")
 
     def __init__(self, reporter) -> None:
         self.reporter = reporter

@@ -33,7 +33,7 @@ class Reporter(Protocol):
     def nacked(self, type_url: str, version: str, message: str) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class TypeState:
     names: frozenset[str] | None = None  # None: wildcard
     nonce: str = ""
@@ -54,6 +54,8 @@ def subscription(type_url: str, names) -> frozenset[str] | None:
 
 
 class SotwStream(ServingStream):
+    __slots__ = ()
+
     types: dict[str, TypeState]
 
     def on_request(self, request: discovery_pb2.DiscoveryRequest) -> list[bytes]:

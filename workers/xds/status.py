@@ -49,7 +49,7 @@ class Declared:
     variant_ports: tuple[int, int, int] = (0, 0, 0)
 
 
-@dataclass
+@dataclass(slots=True)
 class InstanceReporter:
     """ACK/NACK sink of one stream (see sotw.Reporter)."""
 

@@ -219,6 +219,10 @@ class ConfigCache:
     def __init__(self) -> None:
         self.entries: dict[Key, Entry] = {}
         self.watchers: dict[Key, set[Watcher]] = {}
+        # Each watched key → the Key object the watchers are filed under: a key built from
+        # a published message is swapped for it, so the lookups of a push compare by
+        # identity, not field by field.
+        self.canonical: dict[Key, Key] = {}
         self._encoded: weakref.WeakValueDictionary[tuple, Resource] = weakref.WeakValueDictionary()
         self._buckets: weakref.WeakValueDictionary[tuple, Bucket] = weakref.WeakValueDictionary()
         self._empty: set[tuple] = set()  # type versions with no resources (a few per mesh)
@@ -236,6 +240,7 @@ class ConfigCache:
         """Register a stream's interest; the variant's entry (loaded now if this replica
         had no stream on it), or None when it has no stored version yet."""
         self.loop = asyncio.get_running_loop()
+        key = self.canonical.setdefault(key, key)
         self.watchers.setdefault(key, set()).add(watcher)
         if key not in self.entries:
             entry = await asyncio.to_thread(self.load, key)
@@ -250,6 +255,7 @@ class ConfigCache:
         watchers.discard(watcher)
         if not watchers:
             del self.watchers[key]
+            self.canonical.pop(key, None)
             self.entries.pop(key, None)
 
     def watched(self) -> list[Key]:
@@ -668,24 +674,26 @@ class CacheRefresher:
         connections.close_all()  # this thread's own connection
 
     def _handle(self, groups: list[publish.Group]) -> None:
-        watchers = self.cache.watchers
+        canonical = self.cache.canonical
         entries = self.cache.entries
         # key → (its group, seq): the last published for a key wins (seq decides anyway).
         stale: dict[Key, tuple[int, object]] = {}
         for index, (common, rows) in enumerate(groups):
             tenant, version = str(common.get("tenant")), common.get("version")
             for proxy, consumer, interception, seq, app, ingress, egress in rows:
-                key = Key(
-                    tenant,
-                    str(proxy),
-                    str(consumer),
-                    str(interception),
-                    int(app or 0),
-                    int(ingress or 0),
-                    int(egress or 0),
+                key = canonical.get(
+                    Key(
+                        tenant,
+                        str(proxy),
+                        str(consumer),
+                        str(interception),
+                        int(app or 0),
+                        int(ingress or 0),
+                        int(egress or 0),
+                    )
                 )
-                if key not in watchers:
-                    continue
+                if key is None:
+                    continue  # not watched here
                 entry = entries.get(key)
                 if entry is not None and entry.version == version:
                     continue

@@ -12,7 +12,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from google.rpc import status_pb2
 
 from workers.compiler import xds
-from workers.xds.cache import Entry, Key, Resource
+from workers.xds.cache import Bucket, Entry, Key, Resource
 from workers.xds.delta import DeltaStream
 from workers.xds.sotw import SotwStream
 
@@ -246,3 +246,70 @@ def test_delta_nack_is_reported_not_resent_and_make_before_break_removes_later()
     final_cds, final_eds = ddecode(stream.on_request(delta_request(RDS, nonce=rds2.nonce)))
     assert final_cds.type_url == CDS and list(final_cds.removed_resources) == ["b"]
     assert final_eds.type_url == EDS and list(final_eds.removed_resources) == ["b"]
+
+
+def shared(entry_: Entry, route_name: str = "routes") -> Entry:
+    """The entry as the cache builds it: each type's resources one shared Bucket (the
+    route configuration named `route_name`)."""
+    buckets = {}
+    versions = dict(entry_.type_versions)
+    for type_url in (CDS, EDS, LDS, RDS):
+        bucket = Bucket()
+        bucket.update(entry_.of(type_url))
+        buckets[type_url] = bucket
+    if route_name != "routes":
+        config = route_pb2.RouteConfiguration(name=route_name)
+        buckets[RDS] = Bucket({route_name: _resource(RDS, config)})
+        versions[RDS] = f"{versions[RDS]}-{route_name}"
+    return Entry(KEY, entry_.version, entry_.seq, versions, buckets)
+
+
+def test_delta_streams_holding_the_same_bucket_get_the_same_bytes_as_one_compared_alone():
+    """A wildcard stream that holds exactly the previous bucket is sent a response shared
+    with every such stream (delta._step); it must be byte for byte what comparing its own
+    resources gives, through additions, removals (make-before-break), a NACK and a
+    subscription change."""
+    changes = [
+        shared(entry(1, ["a", "b"], "a")),
+        shared(entry(2, ["a", "b", "c"], "c")),
+        shared(entry(3, ["a", "c"], "c", weight_note="1")),
+        shared(entry(4, ["c", "d"], "d", weight_note="2")),
+        shared(entry(5, ["c", "d"], "d", weight_note="3"), route_name="renamed"),
+        shared(entry(6, ["a"], "a")),
+    ]
+    alike, alone = DeltaStream(Reporter()), DeltaStream(Reporter())
+
+    def both(call) -> list[bytes]:
+        one, other = call(alike), call(alone)
+        for state in alone.types.values():
+            state.synced = None  # never holds a known bucket: compared resource by resource
+        assert one == other
+        return one
+
+    both(lambda s: s.on_entry(changes[0]))
+    for type_url in (CDS, EDS, LDS, RDS):
+        names = ("*",) if type_url in (EDS, RDS) else ()
+        opened = both(lambda s, t=type_url, n=names: s.on_request(delta_request(t, n)))
+        for response in ddecode(opened):
+            both(lambda s, r=response: s.on_request(delta_request(r.type_url, nonce=r.nonce)))
+    shared_steps = 0
+    for number, change in enumerate(changes[1:], start=2):
+        steps_before = alike.types[RDS].synced
+        responses = ddecode(both(lambda s, c=change: s.on_entry(c)))
+        shared_steps += steps_before is not None and any(r.type_url == RDS for r in responses)
+        for response in responses:
+            error = "rejected" if number == 4 and response.type_url == CDS else None
+            follow = ddecode(
+                both(
+                    lambda s, r=response, e=error: s.on_request(
+                        delta_request(r.type_url, nonce=r.nonce, error=e)
+                    )
+                )
+            )
+            for more in follow:  # retired clusters and endpoints, once routes are ACKed
+                both(lambda s, r=more: s.on_request(delta_request(r.type_url, nonce=r.nonce)))
+        if number == 5:
+            both(lambda s: s.on_request(delta_request(EDS, unsubscribe=["*"], subscribe=["c"])))
+    assert shared_steps >= 4  # the shared step was taken, and gave the same bytes
+    for type_url in (CDS, EDS, LDS, RDS):
+        assert alike.types[type_url].client_has == alone.types[type_url].client_has

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import NamedTuple
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from workers.xds.cache import TYPES, Entry, sorted_items, text_field
+from workers.xds.cache import TYPES, Bucket, Entry, sorted_items, text_field
 from workers.xds.served import ServingStream
 from workers.xds.sotw import WILDCARD_TYPES
 
@@ -33,6 +34,51 @@ def version_field(version: str) -> bytes:
     """DeltaDiscoveryResponse.system_version_info (field 1): one encoding per version,
     shared by the 1,000 streams a push reaches."""
     return text_field(1, version)
+
+
+class _Step(NamedTuple):
+    """What a client holding exactly bucket `old` is sent to hold `new` at `version`:
+    the response without its nonce (head + nonce field + tail) and the changes."""
+
+    old: Bucket
+    new: Bucket
+    head: bytes  # system_version_info, the resources sent, type_url
+    tail: bytes  # removed_resources
+    put: list[tuple[str, str]]  # (name, digest) sent
+    drop: list[str]  # names removed
+    sent: dict[str, str]  # {name: digest} sent, as last_sent keeps it (read only)
+
+
+# (type URL, version, id(old), id(new)) → _Step; the buckets are held by the step, and a
+# hit checks they are the same objects. A push computes one step for all its streams.
+_STEPS: dict[tuple[str, str, int, int], _Step] = {}
+STEPS_KEPT = 256
+
+
+def _step(type_url: str, version: str, old: Bucket, new: Bucket) -> _Step:
+    ident = (type_url, version, id(old), id(new))
+    step = _STEPS.get(ident)
+    if step is not None and step.old is old and step.new is new:
+        return step
+    updates = [
+        r
+        for name, r in new.sorted_items()
+        if (had := old.get(name)) is None or had.digest != r.digest
+    ]
+    drop = sorted(n for n in old if n not in new)
+    step = _Step(
+        old,
+        new,
+        version_field(version) + b"".join(r.delta for r in updates) + TYPE_URL_FIELD[type_url],
+        b"".join(text_field(6, n) for n in drop),
+        [(r.name, r.digest) for r in updates],
+        drop,
+        {r.name: r.digest for r in updates},
+    )
+    if len(_STEPS) >= STEPS_KEPT:
+        _STEPS.clear()
+    _STEPS[ident] = step
+    return step
 
 
 @dataclass(slots=True)
@@ -51,6 +97,10 @@ class DeltaTypeState:
     # client's side (subscriptions, NACKs) has changed since: the same version again has
     # nothing new to send. A push reaching 1,000 streams compares only the types it changed.
     checked: str | None = None
+    # The bucket whose resources `client_has` holds exactly (a wildcard subscription with
+    # no names and no NACKs, last sent a bucket): the next bucket's response is then the
+    # same for every such stream but for its nonce (see _step).
+    synced: Bucket | None = None
 
 
 class DeltaStream(ServingStream):
@@ -73,6 +123,7 @@ class DeltaStream(ServingStream):
                 state.wildcard = True
         elif subscribe or unsubscribe:
             state.checked = None
+            state.synced = None
         for name in subscribe if subscribe else ():
             if name == "*":
                 state.wildcard = True
@@ -145,6 +196,11 @@ class DeltaStream(ServingStream):
         client_has = state.client_has
         nacked = state.nacked
         names = state.names
+        plain = state.wildcard and not names and not nacked and type(resources) is Bucket
+        synced = state.synced
+        if plain and synced is not None and state.responded:
+            step = _step(type_url, version, synced, resources)
+            return self._send_step(type_url, version, state, step)
         if state.wildcard:
             wanted = resources
             removed = sorted(n for n in client_has if n not in resources)
@@ -162,6 +218,9 @@ class DeltaStream(ServingStream):
             if names
             else []
         )
+        # What the client will hold is exactly `resources` (everything subscribed, nothing
+        # rejected): the next change can take the shared step.
+        state.synced = resources if plain else None
         # A fresh client waits for a first answer even when it is empty; a resuming one
         # (it sent initial_resource_versions) already has what it needs.
         first = not state.responded and entry.version is not None and not state.resumed
@@ -189,6 +248,25 @@ class DeltaStream(ServingStream):
                 ]
             )
         ]
+
+    def _send_step(
+        self, type_url: str, version: str, state: DeltaTypeState, step: _Step
+    ) -> list[bytes]:
+        """Send a client holding exactly `step.old` the response that makes it hold
+        `step.new`: the shared bytes with this stream's nonce."""
+        state.synced = step.new
+        if not step.put and not step.drop:
+            return []
+        client_has = state.client_has
+        for name, digest in step.put:
+            client_has[name] = digest
+        for name in step.drop:
+            del client_has[name]
+        self._nonce += 1
+        nonce = str(self._nonce)
+        state.pending[nonce] = version
+        state.last_sent[nonce] = step.sent
+        return [step.head + text_field(5, nonce) + step.tail]
 
     def _awaiting(self, state: DeltaTypeState) -> bool:
         return state.pending

@@ -2,8 +2,11 @@
 each pointing at it, history bounded per proxy, `requires` rewritten only where the graph
 moved, and the same result as a compile of each proxy on its own."""
 
+import dataclasses
+
 import pytest
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
+from django.utils import timezone
 
 from meshapi.models import Mesh, ProxyConfig, ProxyVersion
 from meshapi.models.proxies import HISTORY_LIMIT
@@ -122,6 +125,28 @@ def test_every_current_version_is_its_own_and_deletions_leave_no_version_behind(
     Mesh.objects.filter(pk=mesh.pk).delete()
     assert not ProxyVersion.objects.filter(pk__in=versions).exists()
     assert not ProxyConfig.objects.filter(mesh_id=mesh.pk).exists()
+
+
+def test_a_recompile_to_the_same_version_stores_its_new_warnings_and_metadata(mesh):
+    row = ProxyConfig.objects.select_related("current").get(mesh=mesh, name=CLIENTS[0])
+    loaded = loader.load(mesh.id)
+    key = store.variant_key(row)
+    snapshot = compile_proxy(loaded.ctx, ProxyRequest(*key[:4]))
+    assert snapshot.version == row.current.version
+    noted = dataclasses.replace(snapshot, warnings=("a warning",), metadata={"note": 1})
+    versions = row.history.count()
+    with transaction.atomic():
+        changed, messages, _ = store.store(
+            loaded,
+            {key: (noted, frozenset(row.requires))},
+            store.stored_variants(mesh.id),
+            [],
+            timezone.now(),
+        )
+    assert changed == [] and messages == []
+    current = ProxyVersion.objects.get(pk=row.current_id)
+    assert (current.warnings, current.metadata) == (["a warning"], {"note": 1})
+    assert row.history.count() == versions
 
 
 def test_stored_requires_follow_the_graph_and_a_moved_proxy_leaves_the_route(mesh):

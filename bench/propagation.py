@@ -4,7 +4,7 @@ what the push costs the replica per client, and what a connected client costs it
     DATABASE_URL=postgres://… REDIS_URL=redis://… .venv/bin/python bench/propagation.py \
         [--sizes 1 100 1000] [--changes 20] [--streams-per-channel 100] [--xds-processes 1]
 
-One run, three processes besides this one, all on loopback:
+One run, four processes besides this one, all on loopback:
 
 * this process (the orchestrator): a database of its own (Django's test database machinery:
   created, migrated and dropped here), seeded through the service functions the API calls:
@@ -17,21 +17,24 @@ One run, three processes besides this one, all on loopback:
   starts from the same idle state; plaintext on loopback, the tenant taken from the App Mesh
   ARN in node.metadata: mTLS for 1,000 clients would put 1,000 handshakes and certificates
   into the setup, not into the push path measured here);
-* a load process (`--load`) holding N delta-xDS streams (`DeltaAggregatedResources`, one
-  grpc.aio channel per 100 streams, or per `--streams-per-channel` streams: 1 gives every
-  proxy its own connection, as deployed; every stream a distinct node id, wildcard subscriptions
-  to CDS/EDS/LDS/RDS) that ACKs every response and records when it ACKed each route version;
 * a bare fan-out server (`--bare`): grpc.aio with the same method and the same request
-  parsing, which on command writes the route response serve_xds last sent (the same bytes,
-  with a fresh version and nonce appended) to every stream; the same load process holds the
-  same N streams against it. It is the baseline for the replica's push CPU.
+  parsing, which on command writes the route response serve_xds sent (the same bytes,
+  with a fresh version and nonce appended) to every stream. It is the baseline for the
+  replica's push CPU;
+* two load processes (`--load`), one per server, each holding N delta-xDS streams
+  (`DeltaAggregatedResources`, one grpc.aio channel per 100 streams, or per
+  `--streams-per-channel` streams: 1 gives every proxy its own connection, as deployed;
+  every stream a distinct node id, wildcard subscriptions to CDS/EDS/LDS/RDS) that ACK
+  every response and record when they ACKed each route version.
 
 Per size: RSS of serve_xds idle and with N clients connected; then ≥ 20 changes, each timed
 from the UpdateRoute to the moment the last client ACKed the new version (also split at
-the end of run_compile, i.e. from publish); serve_xds CPU (/proc, all threads; with
+the end of run_compile, i.e. from publish), each followed by the bare server's pushes to
+its own N streams (≥ 2,000 stream writes in all), so serve_xds and the baseline run at the
+same cadence in the same minutes; serve_xds CPU (/proc, all threads; with
 `--xds-processes N` the parent and its N replica processes, RSS summed likewise) over the
-changes, per client per change, beside the bare server's CPU for the same number of pushes
-to the same streams; and the load process's own CPU per change (is the client the limit?).
+changes, per client per change, beside the bare server's per client per push; and the
+serve_xds load process's own CPU per change (is the client the limit?).
 Every phase has a count and a time limit; children are stopped and the
 database dropped in `finally` and on SIGTERM. Reports, never asserts.
 """
@@ -42,6 +45,7 @@ import argparse
 import asyncio
 import base64
 import json
+import math
 import os
 import signal
 import statistics
@@ -545,38 +549,29 @@ def measure_size(
     mesh: Mesh,
     size: int,
     env: dict[str, str],
-    load: Child,
+    loads: tuple[Child, Child],
     results: dict[int, dict],
 ) -> None:
-    from meshapi.services import resources
-    from meshapi.services.kinds import ROUTE as ROUTE_KIND
-    from workers.pipeline import run_compile
-
+    """serve_xds and the bare server side by side, each with N streams held by a load
+    process of its own; each change through serve_xds is followed by pushes of the bare
+    server, so both CPU rates come from the same minutes (the machine's drift between two
+    phases once moved the ratio by ±10 %)."""
     row = results.setdefault(size, {"size": size})
-    writer = resources.Writer(actor="bench")
+    load, bare_load = loads
     connect_limit = max(60.0, size * 0.3)
     nodes = node_specs(tenant, mesh, size)
-
-    # ---------------------------------------------------------------- serve_xds
     replica = XdsReplica(f"serve_xds-{size}", env, args.xds_processes)
     xds_pid = replica.proc.pid  # with --xds-processes N, CPU and RSS are its family's
+    bare = Child(
+        f"bare-{size}",
+        [sys.executable, __file__, "--bare", "--deadline", str(args.phase_limit * 2)],
+        env,
+    )
     try:
+        bare_target = json.loads(bare.read(60))["ready"]
         time.sleep(2.0)  # settle: the refresher subscribes, imports finish
-        rss_idle = family_rss_bytes(xds_pid)
-        answer = load.ask(
-            {
-                "cmd": "connect",
-                "target": replica.target,
-                "nodes": nodes,
-                "limit": connect_limit,
-                "per_channel": args.streams_per_channel,
-            },
-            connect_limit + 30,
-        )
-        row["connect_s"] = answer["seconds"]
-        if answer["failed"] or answer["answered"] < size:
-            row["error"] = f"connect: {answer}"
-            print(f"  N={size}: connecting failed: {answer}", flush=True)
+        rss_idle, bare_idle = family_rss_bytes(xds_pid), rss_bytes(bare.proc.pid)
+        if not connect(load, replica.target, nodes, args, connect_limit, row, "serve_xds"):
             return
         initial = load.ask(
             {"cmd": "wait", "versions": expected_routes(mesh, size), "limit": connect_limit},
@@ -592,106 +587,12 @@ def measure_size(
         row["rss_mb"] = rss_connected / 2**20
         row["mb_per_client"] = (rss_connected - rss_idle) / size / 2**20
 
-        # The streams' endpoint registrations run on after the first ACKs: wait for them,
-        # so the idle rate subtracted below is the replica's idle, not their tail.
-        row["settle_s"] = settle(xds_pid, quiet=0.05 * args.xds_processes, cpu=family_cpu_seconds)
-        cpu_idle_start, idle_start = family_cpu_seconds(xds_pid), time.monotonic()
-        time.sleep(2.0)
-        idle_rate = (family_cpu_seconds(xds_pid) - cpu_idle_start) / (time.monotonic() - idle_start)
-
-        totals, from_publish, first_acks, writes, compiles, timeouts = [], [], [], [], [], 0
-        done: list[int] = []  # the change each of `totals` measured
-        phase_end = time.monotonic() + args.phase_limit
-        cpu_start, wall_start = family_cpu_seconds(xds_pid), time.monotonic()
-        # Each replica process's share of the push (how evenly connections spread).
-        members = {pid: cpu_seconds(pid) for pid in family(xds_pid)}
-        load_cpu_start = cpu_seconds(load.proc.pid)
-        spies = start_py_spy(args.py_spy, size, {"xds": xds_pid, "compile": os.getpid()})
-        for change in range(args.changes):
-            if time.monotonic() > phase_end or timeouts >= 3:
-                break
-            weight = change % 98 + 1  # 1..98, never the 50 seeded: every change is new
-            t0 = time.monotonic()
-            resources.update(
-                tenant,
-                ROUTE_KIND,
-                writer,
-                mesh_name=mesh.name,
-                name="split",
-                parent_name="router",
-                spec=route_spec(weight),
-            )
-            t_written = time.monotonic()
-            result = run_compile(mesh.id)
-            t_published = time.monotonic()
-            writes.append((t_written - t0) * 1000)
-            compiles.append((t_published - t_written) * 1000)
-            versions = expected_routes(mesh, size)
-            if len(result.changed) < size:
-                print(f"  N={size}: change {change} recompiled only {len(result.changed)}")
-            answer = load.ask(
-                {"cmd": "wait", "versions": versions, "limit": args.change_limit},
-                args.change_limit + 30,
-            )
-            if not answer["done"]:
-                timeouts += 1
-                print(f"  N={size}: change {change}: {answer['missing']} clients not ACKed")
-                continue
-            totals.append((answer["last"] - t0) * 1000)
-            done.append(change)
-            from_publish.append((answer["last"] - t_published) * 1000)
-            first_acks.append((answer["first"] - t_published) * 1000)
-        time.sleep(0.5)  # the last ACKs' status flush belongs to the push path too
-        stop_py_spy(spies)
-        wall = time.monotonic() - wall_start
-        cpu = family_cpu_seconds(xds_pid) - cpu_start - idle_rate * wall
-        shares = [cpu_seconds(pid) - before for pid, before in members.items()]
-        load_cpu = cpu_seconds(load.proc.pid) - load_cpu_start
-        row.update(
-            changes=len(totals),
-            timeouts=timeouts,
-            p50_ms=statistics.median(totals) if totals else None,
-            p99_ms=percentile(totals, 99) if totals else None,
-            slowest=sorted(zip(totals, done, strict=True), reverse=True)[:3],
-            publish_p50_ms=statistics.median(from_publish) if from_publish else None,
-            publish_p99_ms=percentile(from_publish, 99) if from_publish else None,
-            first_ack_p50_ms=statistics.median(first_acks) if first_acks else None,
-            write_p50_ms=statistics.median(writes) if writes else None,
-            compile_p50_ms=statistics.median(compiles) if compiles else None,
-            idle_cpu_pct=idle_rate * 100,
-            xds_cpu_shares=[round(100 * x / max(sum(shares), 1e-9)) for x in shares],
-            xds_cpu_us=cpu / max(1, len(totals)) / size * 1e6,
-            load_cpu_ms=load_cpu / max(1, len(totals)) * 1000,
-        )
+        # The bare server writes the route response serve_xds sent (the same bytes).
         sample = load.ask({"cmd": "sample"}, 30)["b64"]
-    finally:
-        try:
-            load.ask({"cmd": "close"}, 120)
-        finally:
-            replica.stop()
-
-    # ---------------------------------------------------------------- bare fan-out
-    bare = Child(
-        f"bare-{size}",
-        [sys.executable, __file__, "--bare", "--deadline", str(args.phase_limit * 2)],
-        env,
-    )
-    try:
-        bare_target = json.loads(bare.read(60))["ready"]
-        time.sleep(1.0)
-        bare_idle = rss_bytes(bare.proc.pid)
-        payload = bare.ask({"cmd": "payload", "b64": sample}, 30)["bytes"]
-        answer = load.ask(
-            {
-                "cmd": "connect",
-                "target": bare_target,
-                "nodes": nodes,
-                "limit": connect_limit,
-                "per_channel": args.streams_per_channel,
-            },
-            connect_limit + 30,
-        )
-        first = load.ask(
+        row["payload_bytes"] = bare.ask({"cmd": "payload", "b64": sample}, 30)["bytes"]
+        if not connect(bare_load, bare_target, nodes, args, connect_limit, row, "bare"):
+            return
+        first = bare_load.ask(
             {
                 "cmd": "wait",
                 "versions": dict.fromkeys((n["id"] for n in nodes), "bare-0"),
@@ -700,25 +601,136 @@ def measure_size(
             connect_limit + 30,
         )
         if not first["done"]:
-            row["error"] = f"bare: {first['missing']} streams never answered ({answer})"
+            row["error"] = f"bare: {first['missing']} streams never answered"
             return
         time.sleep(0.5)
         row["bare_mb_per_client"] = (rss_bytes(bare.proc.pid) - bare_idle) / size / 2**20
-        cpu_idle_start, idle_start = cpu_seconds(bare.proc.pid), time.monotonic()
-        time.sleep(1.0)
-        bare_idle_rate = (cpu_seconds(bare.proc.pid) - cpu_idle_start) / (
-            time.monotonic() - idle_start
+
+        # The streams' endpoint registrations run on after the first ACKs: wait for them,
+        # so the idle rates subtracted below are idle, not their tail.
+        row["settle_s"] = settle(xds_pid, quiet=0.05 * args.xds_processes, cpu=family_cpu_seconds)
+        idle_start = time.monotonic()
+        xds_idle_start, bare_idle_start = family_cpu_seconds(xds_pid), cpu_seconds(bare.proc.pid)
+        time.sleep(2.0)
+        idle_wall = time.monotonic() - idle_start
+        idle_rate = (family_cpu_seconds(xds_pid) - xds_idle_start) / idle_wall
+        bare_idle_rate = (cpu_seconds(bare.proc.pid) - bare_idle_start) / idle_wall
+        measure_changes(
+            args, tenant, mesh, size, nodes, (load, bare_load), (xds_pid, bare), row,
+            (idle_rate, bare_idle_rate),
+        )  # fmt: skip
+    finally:
+        try:
+            for each in (load, bare_load):
+                each.ask({"cmd": "close"}, 120)
+        finally:
+            replica.stop()
+            bare.stop()
+
+
+def connect(
+    load: Child,
+    target: str,
+    nodes: list[dict],
+    args: argparse.Namespace,
+    limit: float,
+    row: dict,
+    label: str,
+) -> bool:
+    answer = load.ask(
+        {
+            "cmd": "connect",
+            "target": target,
+            "nodes": nodes,
+            "limit": limit,
+            "per_channel": args.streams_per_channel,
+        },
+        limit + 30,
+    )
+    row.setdefault("connect_s", answer["seconds"])
+    if answer["failed"] or answer["answered"] < len(nodes):
+        row["error"] = f"connect to {label}: {answer}"
+        print(f"  N={len(nodes)}: connecting to {label} failed: {answer}", flush=True)
+        return False
+    return True
+
+
+def measure_changes(
+    args: argparse.Namespace,
+    tenant: Tenant,
+    mesh: Mesh,
+    size: int,
+    nodes: list[dict],
+    loads: tuple[Child, Child],
+    servers: tuple[int, Child],
+    row: dict,
+    idle_rates: tuple[float, float],
+) -> None:
+    """Each change: an UpdateRoute through serve_xds, then the bare server's pushes."""
+    from meshapi.services import resources
+    from meshapi.services.kinds import ROUTE as ROUTE_KIND
+    from workers.pipeline import run_compile
+
+    load, bare_load = loads
+    xds_pid, bare = servers
+    writer = resources.Writer(actor="bench")
+    # At least ~2,000 bare stream writes, so the CPU clock's 10 ms ticks resolve a small N.
+    wanted = math.ceil(2000 / size)  # bare pushes in all
+    bare_each = max(1, min(math.ceil(wanted / args.changes), 400 // args.changes))
+    totals, from_publish, first_acks, writes, compiles, timeouts = [], [], [], [], [], 0
+    bare_totals: list[float] = []
+    done: list[int] = []  # the change each of `totals` measured
+    phase_end = time.monotonic() + args.phase_limit
+    wall_start = time.monotonic()
+    cpu_start, bare_cpu_start = family_cpu_seconds(xds_pid), cpu_seconds(bare.proc.pid)
+    # Each replica process's share of the push (how evenly connections spread).
+    members = {pid: cpu_seconds(pid) for pid in family(xds_pid)}
+    load_cpu_start = cpu_seconds(load.proc.pid)
+    spies = start_py_spy(
+        args.py_spy, size, {"xds": xds_pid, "compile": os.getpid(), "bare": bare.proc.pid}
+    )
+    bare_pushes = 0
+    for change in range(args.changes):
+        if time.monotonic() > phase_end or timeouts >= 3:
+            break
+        weight = change % 98 + 1  # 1..98, never the 50 seeded: every change is new
+        t0 = time.monotonic()
+        resources.update(
+            tenant,
+            ROUTE_KIND,
+            writer,
+            mesh_name=mesh.name,
+            name="split",
+            parent_name="router",
+            spec=route_spec(weight),
         )
-        bare_totals = []
-        # At least ~2,000 stream writes, so the CPU clock's 10 ms ticks resolve a small N.
-        pushes = min(max(len(totals), -(-2000 // size)), 400)
-        cpu_start, wall_start = cpu_seconds(bare.proc.pid), time.monotonic()
-        spies = start_py_spy(args.py_spy, size, {"bare": bare.proc.pid})
-        for i in range(1, pushes + 1):
-            version = f"bare-{i}"
+        t_written = time.monotonic()
+        result = run_compile(mesh.id)
+        t_published = time.monotonic()
+        writes.append((t_written - t0) * 1000)
+        compiles.append((t_published - t_written) * 1000)
+        versions = expected_routes(mesh, size)
+        if len(result.changed) < size:
+            print(f"  N={size}: change {change} recompiled only {len(result.changed)}")
+        answer = load.ask(
+            {"cmd": "wait", "versions": versions, "limit": args.change_limit},
+            args.change_limit + 30,
+        )
+        if not answer["done"]:
+            timeouts += 1
+            print(f"  N={size}: change {change}: {answer['missing']} clients not ACKed")
+        else:
+            totals.append((answer["last"] - t0) * 1000)
+            done.append(change)
+            from_publish.append((answer["last"] - t_published) * 1000)
+            first_acks.append((answer["first"] - t_published) * 1000)
+        time.sleep(0.3)  # the replica's status flush of those ACKs, before the bare pushes
+        for _ in range(bare_each):
+            bare_pushes += 1
+            version = f"bare-{bare_pushes}"
             t0 = time.monotonic()
             bare.ask({"cmd": "push", "version": version}, 30)
-            answer = load.ask(
+            answer = bare_load.ask(
                 {
                     "cmd": "wait",
                     "versions": dict.fromkeys((n["id"] for n in nodes), version),
@@ -728,21 +740,33 @@ def measure_size(
             )
             if answer["done"]:
                 bare_totals.append((answer["last"] - t0) * 1000)
-        time.sleep(0.5)
-        stop_py_spy(spies)
-        wall = time.monotonic() - wall_start
-        cpu = cpu_seconds(bare.proc.pid) - cpu_start - bare_idle_rate * wall
-        row.update(
-            payload_bytes=payload,
-            bare_p50_ms=statistics.median(bare_totals) if bare_totals else None,
-            bare_p99_ms=percentile(bare_totals, 99) if bare_totals else None,
-            bare_cpu_us=cpu / pushes / size * 1e6,
-        )
-    finally:
-        try:
-            load.ask({"cmd": "close"}, 120)
-        finally:
-            bare.stop()
+    time.sleep(0.5)
+    stop_py_spy(spies)
+    wall = time.monotonic() - wall_start
+    idle_rate, bare_idle_rate = idle_rates
+    cpu = family_cpu_seconds(xds_pid) - cpu_start - idle_rate * wall
+    bare_cpu = cpu_seconds(bare.proc.pid) - bare_cpu_start - bare_idle_rate * wall
+    shares = [cpu_seconds(pid) - before for pid, before in members.items()]
+    load_cpu = cpu_seconds(load.proc.pid) - load_cpu_start
+    row.update(
+        changes=len(totals),
+        timeouts=timeouts,
+        p50_ms=statistics.median(totals) if totals else None,
+        p99_ms=percentile(totals, 99) if totals else None,
+        slowest=sorted(zip(totals, done, strict=True), reverse=True)[:3],
+        publish_p50_ms=statistics.median(from_publish) if from_publish else None,
+        publish_p99_ms=percentile(from_publish, 99) if from_publish else None,
+        first_ack_p50_ms=statistics.median(first_acks) if first_acks else None,
+        write_p50_ms=statistics.median(writes) if writes else None,
+        compile_p50_ms=statistics.median(compiles) if compiles else None,
+        idle_cpu_pct=idle_rate * 100,
+        xds_cpu_shares=[round(100 * x / max(sum(shares), 1e-9)) for x in shares],
+        xds_cpu_us=cpu / max(1, len(totals)) / size * 1e6,
+        load_cpu_ms=load_cpu / max(1, len(totals)) * 1000,
+        bare_p50_ms=statistics.median(bare_totals) if bare_totals else None,
+        bare_p99_ms=percentile(bare_totals, 99) if bare_totals else None,
+        bare_cpu_us=bare_cpu / max(1, bare_pushes) / size * 1e6,
+    )
 
 
 def _fmt(value, spec: str) -> str:
@@ -887,12 +911,16 @@ def main(argv: list[str]) -> None:
                 f"in {time.monotonic() - start:.1f} s",
                 flush=True,
             )
-        load = Child("load", [sys.executable, __file__, "--load", "--deadline", "3600"], env)
-        children.append(load)
+        loads = tuple(
+            Child(name, [sys.executable, __file__, "--load", "--deadline", "3600"], env)
+            for name in ("load", "load-bare")
+        )
+        children.extend(loads)
         for size in args.sizes:
             print(f"N={size}: measuring (load average {loadavg()})", flush=True)
-            measure_size(args, tenant, meshes[size], size, env, load, results)
-        load.ask({"cmd": "quit"}, 60)
+            measure_size(args, tenant, meshes[size], size, env, loads, results)
+        for load in loads:
+            load.ask({"cmd": "quit"}, 60)
     finally:
         load_after = loadavg()
         for child in children:

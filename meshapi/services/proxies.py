@@ -174,26 +174,34 @@ def stored_variants(mesh_id: int) -> dict["Key", StoredVariant]:
 
 # ProxyVersion pk → its `version`, which never changes once the row is written: the
 # versions this process stored or read. Joining 1,000 variants to their current versions
-# was three quarters of reading them (1,000 index probes). A pk is never handed out twice,
-# so a version whose compile rolled back is only an entry nobody asks for. Bounded.
+# was three quarters of reading them (1,000 index probes). A sequence never hands a pk out
+# twice, so a version whose compile rolled back is only an entry nobody asks for; a
+# database restored or failed over might, and it comes with a new connection, which
+# empties the cache (_versions). Bounded.
 _VERSIONS: dict[int, str] = {}
+_VERSIONS_CONNECTION: list[Any] = [None]  # the DB-API connection _VERSIONS was filled on
 VERSIONS_CACHE_SIZE = 200_000
 
 
-def _remember_versions(versions: Iterable[tuple[int, str]]) -> None:
-    if len(_VERSIONS) >= VERSIONS_CACHE_SIZE:
+def _versions() -> dict[int, str]:
+    connection.ensure_connection()
+    if _VERSIONS_CONNECTION[0] is not connection.connection:
         _VERSIONS.clear()
-    _VERSIONS.update(versions)
+        _VERSIONS_CONNECTION[0] = connection.connection
+    elif len(_VERSIONS) >= VERSIONS_CACHE_SIZE:
+        _VERSIONS.clear()
+    return _VERSIONS
 
 
 def _current_versions(ids: set[int]) -> dict[int, str]:
     """The `version` of each of these ProxyVersion pks (those not known here: one query)."""
-    known = {pk: version for pk in ids if (version := _VERSIONS.get(pk)) is not None}
+    cache = _versions()
+    known = {pk: version for pk in ids if (version := cache.get(pk)) is not None}
     missing = ids - known.keys()
     if missing:
         rows = list(ProxyVersion.objects.filter(pk__in=missing).values_list("pk", "version"))
         known.update(rows)
-        _remember_versions(rows)
+        cache.update(rows)
     return known
 
 
@@ -337,7 +345,7 @@ def store(
         updates[pk] = _Update(version_ids[pk], loaded.revision, requires[key], rewrite)
         snapshot = snapshots[key][0]
         messages.append(_message(loaded, key, snapshot.version, (version_ids[pk], snapshot)))
-    _remember_versions((version_ids[pks[key]], snapshots[key][0].version) for key in changed)
+    _versions().update((version_ids[pks[key]], snapshots[key][0].version) for key in changed)
     _update_variants(updates)
     if unchanged:
         _update_notes(unchanged)

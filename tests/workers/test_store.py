@@ -5,7 +5,7 @@ moved, and the same result as a compile of each proxy on its own."""
 import dataclasses
 
 import pytest
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from meshapi.models import Mesh, ProxyConfig, ProxyVersion
@@ -147,6 +147,17 @@ def test_a_recompile_to_the_same_version_stores_its_new_warnings_and_metadata(me
     current = ProxyVersion.objects.get(pk=row.current_id)
     assert (current.warnings, current.metadata) == (["a warning"], {"note": 1})
     assert row.history.count() == versions
+
+
+def test_versions_remembered_on_one_connection_are_not_trusted_on_the_next(mesh):
+    if connection.vendor != "postgresql":
+        pytest.skip("Django keeps an in-memory SQLite test database's one connection open")
+    row = ProxyConfig.objects.select_related("current").get(mesh=mesh, name=CLIENTS[0])
+    key = store.variant_key(row)
+    assert store.stored_variants(mesh.id)[key].version == row.current.version
+    store._VERSIONS[row.current_id] = "not-its-version"  # as if its pk were handed out again
+    connection.close()  # a database restored or failed over comes with a new connection
+    assert store.stored_variants(mesh.id)[key].version == row.current.version
 
 
 def test_stored_requires_follow_the_graph_and_a_moved_proxy_leaves_the_route(mesh):

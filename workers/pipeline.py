@@ -225,7 +225,7 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
 
     started = time.perf_counter()
     result = CompileResult(mesh_id)
-    messages: list[dict] = []
+    messages: list[publish.Group] = []
     grown: list[int] = []
     with transaction.atomic():
         state = store.lock_compile_state(mesh_id)

@@ -1,8 +1,9 @@
 """Fan-out of new configuration versions to every xDS replica.
 
-`publish(messages)` sends the messages of one compile as JSON on one Redis pub/sub channel
-(the setting MESHPLANE_CONFIG_CHANNEL), or to the in-process subscribers when there is no
-REDIS_URL (the embedded mode). A message is
+`publish(groups)` sends what one compile stored (grouped by meshapi.services.proxies.store)
+as JSON on one Redis pub/sub channel (the setting MESHPLANE_CONFIG_CHANNEL), or to the
+in-process subscribers when there is no REDIS_URL (the embedded mode). It tells of one
+variant per message; a message is
 
     {"tenant": "<account id>", "mesh": "shop", "meshUid": "…",
      "proxy": "mesh/shop/virtualNode/cart", "consumer": "envoy", "interception": "redirect",
@@ -107,10 +108,15 @@ def _dumps(value: object) -> str:
 
 def encode(messages: list[dict]) -> list[bytes]:
     """The pub/sub payloads carrying `messages`: {"groups": [...]} chunks, bounded in size."""
+    return encode_groups(group(messages))
+
+
+def encode_groups(groups: Iterable[Group]) -> list[bytes]:
+    """The pub/sub payloads carrying `groups`, in chunks bounded in rows and bytes."""
     payloads: list[bytes] = []
     parts: list[str] = []  # the groups (or parts of groups) of the payload being built
     count = size = 0
-    for common, rows in group(messages):
+    for common, rows in groups:
         head = '{"common":' + _dumps(common) + ',"rows":'
         start = 0
         while start < len(rows):
@@ -202,18 +208,19 @@ def decode(payload: bytes | str) -> list[dict]:
     return messages_of(decode_groups(payload))
 
 
-def publish(messages: list[dict]) -> None:
-    if not messages:
+def publish(groups: list[Group]) -> None:
+    """Send a compile's groups (meshapi.services.proxies.store builds them) to every
+    replica; never raises."""
+    if not groups:
         return
     if not settings.REDIS_URL:
         with _local_lock:
             subscribers = list(_local)
-        groups = group(messages)
         for subscriber in subscribers:
-            subscriber.put(groups)
+            subscriber.put(list(groups))
         return
     try:
-        payloads = encode(messages)
+        payloads = encode_groups(groups)
         client = redis_client(settings.REDIS_URL)
         if len(payloads) == 1:
             client.publish(settings.MESHPLANE_CONFIG_CHANNEL, payloads[0])
@@ -223,7 +230,8 @@ def publish(messages: list[dict]) -> None:
             pipe.publish(settings.MESHPLANE_CONFIG_CHANNEL, payload)
         pipe.execute()
     except Exception:  # noqa: BLE001 - stored already; replicas poll as a fallback
-        log.warning("publishing %d config versions failed", len(messages), exc_info=True)
+        count = sum(len(g.rows) for g in groups)
+        log.warning("publishing %d config versions failed", count, exc_info=True)
 
 
 class Subscription:

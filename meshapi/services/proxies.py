@@ -12,8 +12,7 @@ unified diff between two stored versions, and variants compiled on demand.
 import difflib
 import json
 import operator
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -37,7 +36,9 @@ from meshapi.models import (
     VirtualNode,
 )
 from meshapi.models.proxies import HISTORY_LIMIT, VARIANT_FIELDS
+from meshapi.services.sql import binary_cursor
 from tenants.models import Tenant
+from workers import publish
 from workers.compiler import xds
 from workers.compiler.context import CONSUMERS, INTERCEPTIONS
 from workers.pipeline import DEFAULT_VARIANT
@@ -243,43 +244,43 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _message(
-    loaded: "LoadedMesh",
-    key: "Key",
-    version: str | None,
-    stored: tuple[int, "Snapshot"] | None = None,
-) -> dict:
-    """What workers/publish.py sends for a variant; `stored`: its new version's row id and
-    snapshot, whose type versions ride along so a replica need not read them back."""
-    kind, name, consumer, interception, app_port, ingress_port, egress_port = key
-    message = {
+def _common(loaded: "LoadedMesh", version: str | None, seq_snapshot=None) -> dict:
+    """What workers/publish.py sends once for the variants of one version; with the
+    snapshot, its type versions and mesh id ride along so a replica need not read them
+    back. `version` None: the variants' proxies are gone."""
+    common = {
         "tenant": loaded.account_id,
         "mesh": loaded.name,
         "meshUid": loaded.uid,
-        "proxy": f"mesh/{loaded.name}/{kind}/{name}",
-        "consumer": consumer,
-        "interception": interception,
         "version": version,
         "revision": loaded.revision,
     }
-    if app_port or ingress_port or egress_port:  # an explicit-mode proxy's declared ports
-        message.update(appPort=app_port, ingressPort=ingress_port, egressPort=egress_port)
-    if stored is not None:
-        seq, snapshot = stored
-        versions = snapshot.type_versions
-        message.update(
-            meshId=loaded.mesh_id, seq=seq, types=[versions.get(t) for t in xds.TYPE_ORDER]
-        )
-    return message
+    if seq_snapshot is not None:
+        versions = seq_snapshot.type_versions
+        common.update(meshId=loaded.mesh_id, types=[versions.get(t) for t in xds.TYPE_ORDER])
+    return common
+
+
+def _row(loaded: "LoadedMesh", key: "Key", seq: int | None) -> tuple:
+    """A variant's row in its group (workers.publish.ROW_FIELDS); an explicit-mode
+    proxy's declared ports, None for the defaults."""
+    kind, name, consumer, interception, app_port, ingress_port, egress_port = key
+    ports = (
+        (app_port, ingress_port, egress_port)
+        if app_port or ingress_port or egress_port
+        else (None, None, None)
+    )
+    return (f"mesh/{loaded.name}/{kind}/{name}", consumer, interception, seq, *ports)
 
 
 class StoreResult(NamedTuple):
-    """What `store` did: the keys whose version changed, the messages to publish after
-    commit, and the variants (pks) that gained a version over an older one, whose history
-    `trim_history` bounds once the messages are out."""
+    """What `store` did: the keys whose version changed, what to publish after commit
+    (grouped by version: the 1,000 proxies of one change are one group), and the variants
+    (pks) that gained a version over an older one, whose history `trim_history` bounds
+    once the groups are out."""
 
     changed: list["Key"]
-    messages: list[dict]
+    messages: list[publish.Group]
     grown: list[int]
 
 
@@ -338,13 +339,18 @@ def store(
     version_ids = _insert_versions(
         [(pks[key], snapshots[key][0]) for key in changed], loaded.revision, now
     )
-    messages: list[dict] = []
+    groups: dict[str, publish.Group] = {}  # version → its group
     for key in changed:
         pk = pks[key]
         rewrite = pk in updates
         updates[pk] = _Update(version_ids[pk], loaded.revision, requires[key], rewrite)
         snapshot = snapshots[key][0]
-        messages.append(_message(loaded, key, snapshot.version, (version_ids[pk], snapshot)))
+        group = groups.get(snapshot.version)
+        if group is None:
+            common = _common(loaded, snapshot.version, snapshot)
+            group = groups[snapshot.version] = publish.Group(common, [])
+        group.rows.append(_row(loaded, key, version_ids[pk]))
+    messages = list(groups.values())
     _versions().update((version_ids[pks[key]], snapshots[key][0].version) for key in changed)
     _update_variants(updates)
     if unchanged:
@@ -353,7 +359,9 @@ def store(
     gone = [k for k in gone if k in pks]
     if gone:
         ProxyConfig.objects.filter(pk__in=[pks[k] for k in gone]).delete()
-        messages.extend(_message(loaded, key, None) for key in gone)
+        messages.append(
+            publish.Group(_common(loaded, None), [_row(loaded, key, None) for key in gone])
+        )
     return StoreResult(changed, messages, grown)
 
 
@@ -452,7 +460,7 @@ def _insert_versions(
         )
         return {v.proxy_id: v.pk for v in versions}
     table = connection.ops.quote_name(ProxyVersion._meta.db_table)
-    with _binary_cursor() as cursor:
+    with binary_cursor() as cursor:
         cursor.execute(
             "WITH m AS MATERIALIZED (SELECT m.i, m.version, m.type_versions::jsonb AS"
             " type_versions, m.resources::jsonb AS resources, m.warnings::jsonb AS warnings,"
@@ -468,18 +476,6 @@ def _insert_versions(
             [*manifests, revision, now, proxy_ids, positions],
         )
         return dict(cursor.fetchall())
-
-
-@contextmanager
-def _binary_cursor() -> Iterator[Any]:
-    """A psycopg cursor on Django's connection (so in its transaction) binding parameters
-    on the server, `%b` in binary: arrays of 1,000 strings cost microseconds, where
-    Django's client-side binding quotes each element in Python. PostgreSQL only."""
-    import psycopg
-
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        yield cursor
 
 
 def _update_variants(updates: Mapping[int, _Update]) -> None:
@@ -501,7 +497,7 @@ def _update_variants(updates: Mapping[int, _Update]) -> None:
         return
     table = connection.ops.quote_name(ProxyConfig._meta.db_table)
     pks = list(updates)
-    with _binary_cursor() as cursor:
+    with binary_cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} AS p SET current_id = u.current_id, revision = u.revision,"
             " requires = COALESCE(u.requires::jsonb, p.requires)"
@@ -580,7 +576,7 @@ def trim_history(proxy_ids: list[int]) -> None:
                 ProxyVersion.objects.filter(pk__in=old).delete()
             return
         table = connection.ops.quote_name(ProxyVersion._meta.db_table)
-        with _binary_cursor() as cursor:
+        with binary_cursor() as cursor:
             # Its estimate (a correlated LIMIT per variant) passes jit_above_cost at 1,000
             # variants, and compiling the plan took longer than running it (14 of 50 ms).
             cursor.execute("SET LOCAL jit = off")

@@ -179,14 +179,15 @@ def test_a_single_message_from_an_older_publisher_is_still_served(
     tenant = create_tenant("acme", "alice@example.com")[0]
     mesh = shop_with_clients(tenant)
     keys = callers(tenant, mesh)
-    held: list[dict] = []
+    held: list[publish.Group] = []
     monkeypatch.setattr(publish, "publish", held.extend)
 
     def change_then_publish_one_by_one():
         meshes.split(tenant, "shop", 50, 50)
-        assert len(held) == len(keys)
+        messages = publish.messages_of(held)
+        assert len(messages) == len(keys)
         with redis.Redis.from_url(settings.REDIS_URL) as client:
-            for message in held:  # the format before batching: one bare message each
+            for message in messages:  # the format before batching: one bare message each
                 client.publish(settings.MESHPLANE_CONFIG_CHANNEL, json.dumps(message))
 
     first, last = serve_change(keys, change_then_publish_one_by_one)

@@ -608,6 +608,20 @@ def record_compiled(state: CompileState, loaded: "LoadedMesh", result: "CompileR
     state.save()
 
 
+def prune_orphaned_versions() -> int:
+    """Delete versions whose variant is gone: what the one race named at ProxyVersion.proxy
+    (no database constraint) leaves behind, a mesh deleted while an older compile of it
+    committed. One statement; a compile's own uncommitted versions are not visible to it."""
+    versions = connection.ops.quote_name(ProxyVersion._meta.db_table)
+    configs = connection.ops.quote_name(ProxyConfig._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {versions} WHERE NOT EXISTS"
+            f" (SELECT 1 FROM {configs} WHERE {configs}.id = {versions}.proxy_id)"
+        )
+        return cursor.rowcount
+
+
 def prune_resources(mesh_id: int) -> int:
     """Delete stored resources no kept version refers to. Takes the mesh's compile lock,
     so a compile cannot reuse a resource while it is being deleted."""

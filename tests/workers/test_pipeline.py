@@ -351,6 +351,30 @@ def test_concurrent_compiles_of_one_mesh_never_regress(tenant):
         app.conf.task_always_eager = eager
 
 
+def test_pruning_drops_versions_left_without_their_variant(tenant, embedded):
+    """ProxyVersion.proxy has no database constraint: a variant removed while a compile of
+    its mesh commits leaves versions behind (simulated here by deleting a variant's row
+    in SQL). The hourly prune deletes them, and nothing else."""
+    from django.db import connection as db
+
+    from workers.tasks.compile import prune_config_resources
+
+    meshes.shop(tenant)
+    meshes.split(tenant, "shop", 20, 80)
+    gone = ProxyConfig.objects.filter(mesh__tenant=tenant).order_by("pk").first()
+    left = set(ProxyVersion.objects.filter(proxy_id=gone.pk).values_list("pk", flat=True))
+    others = set(ProxyVersion.objects.exclude(proxy_id=gone.pk).values_list("pk", flat=True))
+    assert left and others
+    with db.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {ProxyConfig._meta.db_table} WHERE id = %s",  # noqa: S608
+            [gone.pk],
+        )
+    assert set(ProxyVersion.objects.values_list("pk", flat=True)) == left | others
+    prune_config_resources.apply().get()
+    assert set(ProxyVersion.objects.values_list("pk", flat=True)) == others
+
+
 def test_pruning_drops_only_resources_no_kept_version_uses(tenant, embedded):
     from workers.tasks.compile import prune_config_resources
 

@@ -37,8 +37,12 @@ def enqueue_compile(mesh_id: int) -> bool:
 
 @mesh_task("compile.prune_config_resources")
 def prune_config_resources() -> int:
-    """Delete stored xDS resources that no kept version refers to any more."""
+    """Delete versions left without their variant, then stored xDS resources that no kept
+    version refers to any more; returns how many resources went."""
     from meshapi.models import Mesh
-    from meshapi.services.proxies import prune_resources
+    from meshapi.services.proxies import prune_orphaned_versions, prune_resources
 
+    orphans = prune_orphaned_versions()
+    if orphans:
+        log.info("pruned %d versions whose variant was gone", orphans)
     return sum(prune_resources(mesh_id) for mesh_id in Mesh.objects.values_list("pk", flat=True))

@@ -109,7 +109,8 @@ class ProxyVersion(models.Model):
     # only by a compile (under that lock: no insert for them meanwhile) or with their mesh
     # (the ORM's CASCADE deletes their versions). The one race left: a mesh deleted (it is
     # empty then) while an older compile of it commits. Its deletion no longer fails on
-    # the constraint; that compile's versions stay behind, referenced by nothing.
+    # the constraint; that compile's versions stay behind, referenced by nothing, until the
+    # hourly prune (meshapi.services.proxies.prune_orphaned_versions).
     proxy = models.ForeignKey(
         ProxyConfig,
         on_delete=models.CASCADE,

@@ -36,6 +36,9 @@ MESHPLANE_KEY_CACHE_SECONDS = float(os.environ.get("MESHPLANE_KEY_CACHE_SECONDS"
 # next compile of its mesh once no instance using it is connected or disconnected less than
 # this long ago, and it was asked for more than this long ago (workers/pipeline.py).
 MESHPLANE_VARIANT_TTL_SECONDS = float(os.environ.get("MESHPLANE_VARIANT_TTL_SECONDS", "86400"))
+# How often a worker looks for such variants in a mesh (one query, ~25 ms at 1,000
+# variants): at most once per this many seconds per mesh, not on every compile.
+MESHPLANE_VARIANT_CHECK_SECONDS = float(os.environ.get("MESHPLANE_VARIANT_CHECK_SECONDS", "300"))
 
 INSTALLED_APPS = [
     "django.contrib.auth",

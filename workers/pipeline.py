@@ -124,7 +124,9 @@ def drop_unused(
 ) -> set[Key]:
     """The stored variants other than the default, of proxies still present, that nothing
     uses any more (meshapi.services.proxies.unused_variants: one query, rows locked until
-    the compile commits). Nothing to ask when the mesh has only default variants."""
+    the compile commits). Nothing to ask when the mesh has only default variants, nor
+    when this process asked less than MESHPLANE_VARIANT_CHECK_SECONDS ago (a variant is
+    dropped a day unused, by default: a few minutes later costs nothing)."""
     from meshapi.services import proxies as store
 
     present = present_proxies(ctx)
@@ -133,7 +135,23 @@ def drop_unused(
         for key, row in stored.items()
         if key[2:] != DEFAULT_VARIANT and key[:2] in present
     }
+    if not candidates or not _unused_check_due(mesh_id):
+        return set()
     return set(store.unused_variants(mesh_id, candidates, now))
+
+
+_UNUSED_CHECKED: dict[int, float] = {}  # mesh id → when this process last asked
+
+
+def _unused_check_due(mesh_id: int) -> bool:
+    from django.conf import settings
+
+    now = time.monotonic()
+    last = _UNUSED_CHECKED.get(mesh_id)
+    if last is not None and now - last < settings.MESHPLANE_VARIANT_CHECK_SECONDS:
+        return False
+    _UNUSED_CHECKED[mesh_id] = now
+    return True
 
 
 def select_targets(

@@ -37,6 +37,7 @@ def tenant():
 @pytest.fixture
 def ttl(settings):
     settings.MESHPLANE_VARIANT_TTL_SECONDS = TTL
+    settings.MESHPLANE_VARIANT_CHECK_SECONDS = 0  # every compile looks
 
 
 def ref(tenant) -> store.ProxyRef:
@@ -236,3 +237,17 @@ def test_a_proxy_asking_while_the_compile_drops_its_variant_gets_it_compiled(ten
     # Even with that enqueue lost, the reconciler compiles it.
     assert reconcile_meshes.apply().get() == [mesh.pk]
     assert versions(mesh)[EXPLICIT] is not None
+
+
+def test_a_worker_looks_for_unused_variants_at_most_once_per_check_interval(
+    tenant, embedded, ttl, settings
+):
+    mesh = meshes.shop(tenant)
+    ask(tenant, mesh, EXPLICIT)  # its compile looked (asked for just now: kept)
+    settings.MESHPLANE_VARIANT_CHECK_SECONDS = 3600  # not again for an hour
+    age(mesh, EXPLICIT, 2 * TTL)
+    run_compile(mesh.id, full=True)
+    assert versions(mesh).get(EXPLICIT) is not None  # unused by now, but not looked for
+    settings.MESHPLANE_VARIANT_CHECK_SECONDS = 0
+    run_compile(mesh.id, full=True)
+    assert EXPLICIT not in versions(mesh)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from django.db import DatabaseError, transaction
+from django.db import Error, transaction
 from django.utils import timezone
 
 from workers import loader, publish
@@ -137,7 +137,11 @@ def drop_unused(
     }
     if not candidates or not _unused_check_due(mesh_id):
         return set()
-    return set(store.unused_variants(mesh_id, candidates, now))
+    unused = set(store.unused_variants(mesh_id, candidates, now))
+    asked = time.monotonic()
+    # Counted once the compile commits: a compile rolled back has not dropped them.
+    transaction.on_commit(lambda: _UNUSED_CHECKED.__setitem__(mesh_id, asked))
+    return unused
 
 
 _UNUSED_CHECKED: dict[int, float] = {}  # mesh id → when this process last asked
@@ -146,12 +150,8 @@ _UNUSED_CHECKED: dict[int, float] = {}  # mesh id → when this process last ask
 def _unused_check_due(mesh_id: int) -> bool:
     from django.conf import settings
 
-    now = time.monotonic()
     last = _UNUSED_CHECKED.get(mesh_id)
-    if last is not None and now - last < settings.MESHPLANE_VARIANT_CHECK_SECONDS:
-        return False
-    _UNUSED_CHECKED[mesh_id] = now
-    return True
+    return last is None or time.monotonic() - last >= settings.MESHPLANE_VARIANT_CHECK_SECONDS
 
 
 def select_targets(
@@ -243,7 +243,7 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
 
     started = time.perf_counter()
     result = CompileResult(mesh_id)
-    messages: list[publish.Group] = []
+    groups: list[publish.Group] = []
     grown: list[int] = []
     with transaction.atomic():
         state = store.lock_compile_state(mesh_id)
@@ -277,17 +277,17 @@ def run_compile(mesh_id: int, full: bool = False) -> CompileResult:
         result.compiled = sorted(snapshots)
         wanted = wanted_variants(loaded.ctx, kept)
         gone = [key for key in configs if key not in wanted]
-        result.changed, messages, grown = store.store(loaded, snapshots, configs, gone, now)
+        result.changed, groups, grown = store.store(loaded, snapshots, configs, gone, now)
         result.removed = gone
         result.seconds = time.perf_counter() - started
         store.record_compiled(state, loaded, result)
     # After commit: a replica told of a version must be able to read it.
-    publish.publish(messages)
+    publish.publish(groups)
     # Bounding history is nothing a replica waits for: after the publish, in a transaction
     # of its own. Should it fail, the next compile of these variants trims what it left.
     try:
         store.trim_history(grown)
-    except DatabaseError:
+    except Error:  # DatabaseError, or InterfaceError: a connection gone meanwhile
         log.warning("mesh %s: trimming history failed", mesh_id, exc_info=True)
     log.info("compile_mesh %s", result.summary())
     return result

@@ -107,7 +107,8 @@ def _dumps(value: object) -> str:
 
 
 def encode(messages: list[dict]) -> list[bytes]:
-    """The pub/sub payloads carrying `messages`: {"groups": [...]} chunks, bounded in size."""
+    """The pub/sub payloads carrying `messages`: {"groups": [...]} chunks, bounded in size
+    (the pipeline publishes groups it built; this is for messages one at a time)."""
     return encode_groups(group(messages))
 
 
@@ -243,7 +244,8 @@ class Subscription:
         self._pending: deque[dict] = deque()  # taken from a payload, not handed out yet
 
     def get(self, timeout: float) -> dict | None:
-        """The next message, or None if none came within `timeout` seconds."""
+        """The next message, or None if none came within `timeout` seconds (one message
+        at a time, as tests read them; a replica reads groups)."""
         if not self._pending:
             self._pending.extend(messages_of(self._receive(timeout)))
         return self._pending.popleft() if self._pending else None

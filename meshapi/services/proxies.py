@@ -174,11 +174,10 @@ def stored_variants(mesh_id: int) -> dict["Key", StoredVariant]:
 
 
 # ProxyVersion pk → its `version`, which never changes once the row is written: the
-# versions this process stored or read. Joining 1,000 variants to their current versions
-# was three quarters of reading them (1,000 index probes). A sequence never hands a pk out
-# twice, so a version whose compile rolled back is only an entry nobody asks for; a
-# database restored or failed over might, and it comes with a new connection, which
-# empties the cache (_versions). Bounded.
+# versions this process stored (once committed) or read. Joining 1,000 variants to their
+# current versions was three quarters of reading them (1,000 index probes). A database
+# restored or failed over might hand a pk out again, and it comes with a new connection,
+# which empties the cache (_versions). Bounded.
 _VERSIONS: dict[int, str] = {}
 _VERSIONS_CONNECTION: list[Any] = [None]  # the DB-API connection _VERSIONS was filled on
 VERSIONS_CACHE_SIZE = 200_000
@@ -280,7 +279,7 @@ class StoreResult(NamedTuple):
     once the groups are out."""
 
     changed: list["Key"]
-    messages: list[publish.Group]
+    groups: list[publish.Group]
     grown: list[int]
 
 
@@ -350,8 +349,10 @@ def store(
             common = _common(loaded, snapshot.version, snapshot)
             group = groups[snapshot.version] = publish.Group(common, [])
         group.rows.append(_row(loaded, key, version_ids[pk]))
-    messages = list(groups.values())
-    _versions().update((version_ids[pks[key]], snapshots[key][0].version) for key in changed)
+    out = list(groups.values())
+    # Remembered once committed: SQLite may hand a rolled-back pk out again.
+    stored_versions = [(version_ids[pks[key]], snapshots[key][0].version) for key in changed]
+    transaction.on_commit(lambda: _versions().update(stored_versions))
     _update_variants(updates)
     if unchanged:
         _update_notes(unchanged)
@@ -359,10 +360,8 @@ def store(
     gone = [k for k in gone if k in pks]
     if gone:
         ProxyConfig.objects.filter(pk__in=[pks[k] for k in gone]).delete()
-        messages.append(
-            publish.Group(_common(loaded, None), [_row(loaded, key, None) for key in gone])
-        )
-    return StoreResult(changed, messages, grown)
+        out.append(publish.Group(_common(loaded, None), [_row(loaded, key, None) for key in gone]))
+    return StoreResult(changed, out, grown)
 
 
 def _update_notes(unchanged: Mapping[int, "Snapshot"]) -> None:

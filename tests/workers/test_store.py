@@ -190,3 +190,21 @@ def test_stored_versions_are_what_each_proxy_compiles_to_on_its_own(mesh):
         alone = loader.load(mesh.id).ctx  # a fresh context: nothing shared with others
         snapshot = compile_proxy(alone, ProxyRequest(kind, name, consumer, interception))
         assert row.version == snapshot.version, key
+
+
+def test_versions_of_a_compile_rolled_back_are_not_remembered(mesh, monkeypatch):
+    """A worker remembers the versions it stored only once they are committed: SQLite
+    hands a rolled-back pk out again, to what may be another version."""
+    stored: list[int] = []
+    real_store = store.store
+
+    def store_then_fail(*args, **kwargs):
+        result = real_store(*args, **kwargs)
+        stored.extend(row[3] for group in result.groups for row in group.rows)
+        raise DatabaseError("the compile fails after storing")
+
+    monkeypatch.setattr(store, "store", store_then_fail)
+    meshes.split(mesh.tenant, "shop", 30, 70)  # compiled in-process as it commits: fails
+    assert stored, "the compile stored versions before failing"
+    assert not ProxyVersion.objects.filter(pk__in=stored).exists()
+    assert not set(stored) & set(store._VERSIONS)

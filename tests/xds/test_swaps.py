@@ -52,3 +52,27 @@ def test_a_large_publish_lets_woken_streams_run_between_slices_and_keeps_offer_o
         f"entry {last} v2",
         f"entry {last} None",
     ]
+
+
+def test_two_compiles_read_at_once_never_share_an_entry_ordered_by_the_older_one(monkeypatch):
+    """C1 moves A to V (seq 100); C2 moved B to W (seq 200), which this replica already
+    loaded; C3 moves B back to V (seq 300). Read in one batch, B must end on V: an Entry
+    shared with A's row would carry seq 100 and lose against W's 200."""
+    import django.db
+
+    monkeypatch.setattr(django.db, "close_old_connections", lambda: None)
+    cache = ConfigCache()
+    a, b = key(1), key(2)
+    types = [f"tv{i}" for i in range(len(cache_module.TYPES))]
+    cache._configs[(7, tuple(types))] = CONFIG  # content known: nothing to read
+    cache.entries[a] = Entry(a, "X", 50, config=CONFIG)
+    cache.entries[b] = Entry(b, "W", 200, config=CONFIG)
+    cache.watchers = {a: {lambda entry: None}, b: {lambda entry: None}}
+    c1 = {"tenant": "111111111111", "version": "V", "meshId": 7, "types": types, "revision": 1}
+    c3 = {**c1, "revision": 3}
+    pairs, rest = cache.published([(c1, [(a, 100)]), (c3, [(b, 300)])])
+    assert rest == []
+    for k, entry in pairs:
+        cache._swap(k, entry)
+    assert (cache.entries[a].version, cache.entries[a].seq) == ("V", 100)
+    assert (cache.entries[b].version, cache.entries[b].seq) == ("V", 300)

@@ -406,8 +406,8 @@ class ConfigCache:
         A type version already cached is its bucket, shared; a new one is built from the
         manifest of one stored version that has it, and each resource missing from the
         replica is read and encoded once. `shared`: the variants of a group with the same
-        version share one Entry too, with the group's lowest seq (the rows of one publish
-        are one compile's: any later compile's are higher)."""
+        version share one Entry too, with the group's lowest seq (`published` groups one
+        compile's rows: any later compile's are higher)."""
         mesh_id = next(iter(found.values()))[0]
         out: list[tuple[Key, Entry]] = []
         entries = _shared_entries if shared else _own_entries
@@ -518,22 +518,24 @@ class ConfigCache:
     def published(
         self, groups: Iterable[tuple[Mapping, list[tuple[Key, object]]]]
     ) -> tuple[list[tuple[Key, Entry]], list[Key]]:
-        """Entries for published versions, from what the messages carry (the stored
+        """(key, entry) for published versions, from what the messages carry (the stored
         version's id and type versions, workers/publish.py): the variants' rows are not
         read, and nothing at all is when this replica already holds that content, as it
-        does after the first of 1,000 identical proxies. `groups`: (what messages share,
-        [(key, its seq)]). Returns the entries and the keys that must be loaded from the
-        database instead: a message without those fields (an older publisher), a proxy
-        gone (a late "gone" must not wipe a newer version: only the database says which
-        is current), a variant whose entry has no version, and a version whose manifest
-        already left the history. Runs in a thread."""
+        does after the first of 1,000 identical proxies. `groups`: (what one compile's
+        messages share, [(key, its seq)]); the keys of one group with one version share
+        an Entry (`Entry.key` None) ordered by the group's lowest seq, never with another
+        group's (several compiles may be read at once). Returns them and the keys that
+        must be loaded from the database instead: a message without those fields (an
+        older publisher), a proxy gone (a late "gone" must not wipe a newer version: only
+        the database says which is current), a variant whose entry has no version, and a
+        version whose manifest already left the history. Runs in a thread."""
         from django.db import close_old_connections
 
         out: list[tuple[Key, Entry]] = []
         rest: list[Key] = []
         by_mesh: dict[int, dict[tuple, tuple[int, int, dict, list]]] = {}
         entries = self.entries
-        for common, keys in groups:
+        for index, (common, keys) in enumerate(groups):
             version, mesh_id, types = (
                 common.get("version"),
                 common.get("meshId"),
@@ -557,11 +559,11 @@ class ConfigCache:
                     rest.append(key)
                     continue
                 if rows is None:
-                    same = found.get(content)
-                    if same is None:
-                        versions = dict(zip(TYPES, types, strict=True))
-                        same = found[content] = (mesh_id, seq, versions, [])
-                    rows = same[3]
+                    # Per group: two compiles' rows of one version must not share an
+                    # Entry (its seq would be the older compile's).
+                    versions = dict(zip(TYPES, types, strict=True))
+                    rows = []
+                    found[(content, index)] = (mesh_id, seq, versions, rows)
                 rows.append((key, seq, version))
         by_mesh = {mesh_id: found for mesh_id, found in by_mesh.items() if found}
         if not by_mesh:

@@ -27,8 +27,8 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
-from workers.compiler import xds
 from workers.xds.auth import Identity
+from workers.xds.cache import TYPES  # the types a stream reports ACKs of
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +230,18 @@ def deregister_if_gone(
                 return  # the node or mesh is gone, and its endpoints with it
 
 
+# {type URL: version} rebuilt from a column per type (NULL: not acknowledged yet).
+_ACKED_SQL = (
+    "UPDATE {table} AS i SET acked = jsonb_strip_nulls(jsonb_build_object("
+    + ", ".join(f"%b::text, v.t{i}" for i in range(len(TYPES)))
+    + ")), updated_at = %b FROM unnest(%b::bigint[], %b::text[], "
+    + ", ".join("%b::text[]" for _ in TYPES)
+    + ") AS v(id, stream, "
+    + ", ".join(f"t{i}" for i in range(len(TYPES)))
+    + ") WHERE i.id = v.id AND i.stream = v.stream"
+)
+
+
 def write_status(items: list[tuple[int, str, dict, dict | None]]) -> None:
     """The ACK/NACK status of a batch of instances, each row only while the reporting
     stream still owns it. On PostgreSQL the ACK-only rows (an ACK burst after a push to
@@ -280,19 +292,6 @@ def write_status(items: list[tuple[int, str, dict, dict | None]]) -> None:
                 "WHERE id = %s AND stream = %s",
                 with_nack,
             )
-
-
-TYPES = xds.TYPE_ORDER  # the types a stream reports ACKs of
-# {type URL: version} rebuilt from a column per type (NULL: not acknowledged yet).
-_ACKED_SQL = (
-    "UPDATE {table} AS i SET acked = jsonb_strip_nulls(jsonb_build_object("
-    + ", ".join(f"%b::text, v.t{i}" for i in range(len(TYPES)))
-    + ")), updated_at = %b FROM unnest(%b::bigint[], %b::text[], "
-    + ", ".join("%b::text[]" for _ in TYPES)
-    + ") AS v(id, stream, "
-    + ", ".join(f"t{i}" for i in range(len(TYPES)))
-    + ") WHERE i.id = v.id AND i.stream = v.stream"
-)
 
 
 # ------------------------------------------------------------------ the recorder (loop)

@@ -21,10 +21,34 @@ from typing import Protocol
 from envoy.service.discovery.v3 import discovery_pb2
 
 from workers.compiler import xds
-from workers.xds.cache import TYPES, text_field
+from workers.xds.cache import TYPES, Bucket, Resource, text_field
 from workers.xds.served import ServingStream
 
 WILDCARD_TYPES = (xds.LISTENER, xds.CLUSTER)
+
+
+def _body(type_url: str, version: str, chosen: list[Resource]) -> bytes:
+    """A DiscoveryResponse but its nonce: version_info, resources, type_url."""
+    return b"".join([text_field(1, version), *(r.sotw for r in chosen), text_field(4, type_url)])
+
+
+# (type URL, version, id(bucket)) → (bucket, body): a wildcard response without its nonce,
+# built once per push for every stream serving that bucket (the bucket is held, and a hit
+# checks it is the same object).
+_WHOLE: dict[tuple[str, str, int], tuple[Bucket, bytes]] = {}
+WHOLE_KEPT = 256
+
+
+def _whole(type_url: str, version: str, bucket: Bucket) -> bytes:
+    ident = (type_url, version, id(bucket))
+    found = _WHOLE.get(ident)
+    if found is not None and found[0] is bucket:
+        return found[1]
+    body = _body(type_url, version, [r for _, r in bucket.sorted_items()])
+    if len(_WHOLE) >= WHOLE_KEPT:
+        _WHOLE.clear()
+    _WHOLE[ident] = (bucket, body)
+    return body
 
 
 class Reporter(Protocol):
@@ -101,24 +125,18 @@ class SotwStream(ServingStream):
             state.sent_names = state.names  # unsubscribed from every name: nothing to send
             return []
         resources = self.served.resources(type_url)
-        if state.names is None:
-            chosen = [resources[n] for n in sorted(resources)]
-        else:
-            chosen = [resources[n] for n in sorted(state.names) if n in resources]
         self._nonce += 1
         state.nonce = str(self._nonce)
         state.responded, state.in_flight = True, True
         state.sent_version, state.sent_names = version, state.names
-        return [
-            b"".join(
-                [
-                    text_field(1, version),
-                    *(r.sotw for r in chosen),
-                    text_field(4, type_url),
-                    text_field(5, state.nonce),
-                ]
-            )
-        ]
+        if state.names is None and type(resources) is Bucket:
+            # A wildcard over a shared bucket: every such stream sends the same bytes.
+            return [_whole(type_url, version, resources) + text_field(5, state.nonce)]
+        if state.names is None:
+            chosen = [resources[n] for n in sorted(resources)]
+        else:
+            chosen = [resources[n] for n in sorted(state.names) if n in resources]
+        return [_body(type_url, version, chosen) + text_field(5, state.nonce)]
 
     def _awaiting(self, state: TypeState) -> bool:
         return state.in_flight

@@ -380,7 +380,11 @@ class ProxyViewSet(TenantScopedViewSet):
         ref = self._proxy()
         query = self._variant(ref.kind, PortsQuery)
         row = service.variant(ref, query["consumer"], query["mode"], query["ports"])
-        versions = list(row.history.all()) if row is not None else []
+        versions = (
+            list(row.history.select_related("manifest").defer("manifest__resources"))
+            if row is not None
+            else []
+        )
         page = self.paginate_queryset(versions)
         current = row.current_id if row is not None else None
         return self.get_paginated_response([_version(v, current) for v in page])

@@ -6,6 +6,7 @@ from meshapi.models.meshes import Mesh
 from meshapi.models.nodes import VirtualNode, VirtualService
 from meshapi.models.proxies import (
     CompileState,
+    ConfigManifest,
     ConfigResource,
     ProxyConfig,
     ProxyKind,
@@ -15,6 +16,7 @@ from meshapi.models.routing import Route, VirtualRouter
 
 __all__ = [
     "CompileState",
+    "ConfigManifest",
     "ConfigResource",
     "Endpoint",
     "GatewayRoute",

@@ -5,8 +5,12 @@ history of earlier versions; the resources themselves once per mesh, by content 
   the default variant of every node and gateway once compiled, and for any other variant
   an agent or a user asked for (kept compiled until nothing has used it for
   MESHPLANE_VARIANT_TTL_SECONDS: workers/pipeline.py).
-- `ProxyVersion`: one per version a proxy had (the newest is `ProxyConfig.current`): the
-  manifest {type_url: {name: hash}}, per-type versions, warnings, metadata.
+- `ProxyVersion`: one per version a proxy had (the newest is `ProxyConfig.current`): its
+  manifest, warnings, metadata.
+- `ConfigManifest`: one per (mesh, version): the manifest {type_url: {name: hash}} and the
+  per-type versions, shared by every proxy compiled to that version (a version is a content
+  hash of them: workers/compiler/snapshot.py), so a change reaching 1,000 proxies stores
+  its manifest once, not in 1,000 version rows.
 - `ConfigResource`: one serialized xDS message per (mesh, type, content hash), shared by
   every proxy and version that uses it, so a cluster used by 500 proxies is stored once.
 - `CompileState`: per mesh, the inputs the stored configuration was compiled from
@@ -121,14 +125,53 @@ class ProxyVersion(models.Model):
     version = models.CharField(max_length=64)
     revision = models.BigIntegerField()
     compiled_at = models.DateTimeField()
-    type_versions = models.JSONField(default=dict)  # {type_url: version}
-    resources = models.JSONField(default=dict)  # {type_url: {name: hash}}
+    # The (mesh, version) manifest. No database constraint and no index, for the reasons
+    # `proxy` has none: versions are inserted only by a compile, which inserts or finds
+    # their manifests in the same statement under the mesh's compile lock, and manifests
+    # are deleted only by the hourly prune under that lock, once no version refers to them
+    # (meshapi.services.proxies.prune_manifests), or with their mesh (whose versions go
+    # with its variants). DO_NOTHING: deleting a manifest never looks for versions.
+    manifest = models.ForeignKey(
+        "meshapi.ConfigManifest",
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
     warnings = models.JSONField(default=list)
     metadata = models.JSONField(default=dict)
 
     class Meta:
         indexes = [models.Index(fields=["proxy", "-id"])]
         ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.version
+
+    # The manifest's, for readers of one version (select_related("manifest") spares a query).
+    @property
+    def type_versions(self) -> dict[str, str]:
+        return self.manifest.type_versions
+
+    @property
+    def resources(self) -> dict[str, dict[str, str]]:
+        return self.manifest.resources
+
+
+class ConfigManifest(models.Model):
+    """What a version is made of, once per (mesh, version): a version is a content hash of
+    its per-type versions, each a hash of its (name, resource hash) pairs."""
+
+    # No index of its own: uniq_config_manifest leads with the mesh.
+    mesh = models.ForeignKey(Mesh, on_delete=models.CASCADE, related_name="+", db_index=False)
+    version = models.CharField(max_length=64)
+    type_versions = models.JSONField(default=dict)  # {type_url: version}
+    resources = models.JSONField(default=dict)  # {type_url: {name: hash}}, empty types left out
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["mesh", "version"], name="uniq_config_manifest")
+        ]
 
     def __str__(self) -> str:
         return self.version

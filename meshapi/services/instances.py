@@ -76,7 +76,7 @@ def rollup(ref: ProxyRef, instances: list[dict]) -> dict:
         tuple(variant): versions or {}
         for *variant, versions in ProxyConfig.objects.filter(
             mesh=ref.mesh, kind=ref.kind, name=ref.name
-        ).values_list(*VARIANT_FIELDS[2:], "current__type_versions")
+        ).values_list(*VARIANT_FIELDS[2:], "current__manifest__type_versions")
     }
     labels = {label: type_url for type_url, label in TYPE_NAMES.items()}
     for instance in connected:

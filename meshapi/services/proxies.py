@@ -26,6 +26,7 @@ from google.protobuf import json_format
 
 from meshapi.models import (
     CompileState,
+    ConfigManifest,
     ConfigResource,
     Mesh,
     ProxyConfig,
@@ -127,11 +128,7 @@ def unused_variants(mesh_id: int, candidates: Mapping["Key", int], now: datetime
 
 
 def stored_configs(mesh_id: int) -> dict["Key", ProxyConfig]:
-    rows = (
-        ProxyConfig.objects.filter(mesh_id=mesh_id)
-        .select_related("current")
-        .defer("current__resources", "current__type_versions")
-    )
+    rows = ProxyConfig.objects.filter(mesh_id=mesh_id).select_related("current__manifest")
     return {variant_key(r): r for r in rows}
 
 
@@ -336,7 +333,7 @@ def store(
             requires[key] = row.requires
     _store_resources(loaded.mesh_id, (snapshots[k][0] for k in changed))
     version_ids = _insert_versions(
-        [(pks[key], snapshots[key][0]) for key in changed], loaded.revision, now
+        loaded.mesh_id, [(pks[key], snapshots[key][0]) for key in changed], loaded.revision, now
     )
     groups: dict[str, publish.Group] = {}  # version → its group
     for key in changed:
@@ -400,19 +397,25 @@ def _json(value: Any) -> str:
 
 
 def _insert_versions(
-    rows: list[tuple[int, "Snapshot"]], revision: int, now: datetime
+    mesh_id: int, rows: list[tuple[int, "Snapshot"]], revision: int, now: datetime
 ) -> dict[int, int]:
     """Insert one ProxyVersion per (proxy pk, snapshot); returns proxy pk → version pk.
-    Proxies compiled to the same version (with the same warnings and metadata) share one
-    manifest: encoded once here, sent and parsed into jsonb once by PostgreSQL, and
-    copied into each of their rows (1,000 clients of one backend are one manifest)."""
+
+    A version's manifest and type versions are stored once per (mesh, version), in
+    ConfigManifest: the manifests of these versions not stored yet are inserted, the
+    others found, and each version row refers to its own. Proxies compiled to the same
+    version share one manifest, and those with the same warnings and metadata too share
+    one encoding of them: sent and parsed into jsonb once by PostgreSQL (1,000 clients of
+    one backend are one manifest and one set of notes). One statement on PostgreSQL."""
     if not rows:
         return {}
-    # (version, warnings, metadata JSON) → its index in `manifests`. Proxies sharing a
-    # snapshot share its metadata object: encoded once per object.
+    # version → its manifest's (type versions, resources) JSON; (version, warnings,
+    # metadata JSON) → its index in `notes`. Proxies sharing a snapshot share its metadata
+    # object: encoded once per object.
+    manifests: dict[str, tuple[str, str]] = {}
     index: dict[tuple[str, tuple[str, ...], str], int] = {}
     metadata_json: dict[int, str] = {}
-    manifests: tuple[list[str], ...] = ([], [], [], [], [])
+    notes: tuple[list[str], ...] = ([], [], [])
     proxy_ids: list[int] = []
     positions: list[int] = []
     for proxy_id, snapshot in rows:
@@ -424,23 +427,23 @@ def _insert_versions(
         if position is None:
             position = index[ident] = len(index) + 1
             for column, value in zip(
-                manifests,
-                (
-                    snapshot.version,
-                    _json(dict(snapshot.type_versions)),
-                    _json({t: dict(h) for t, h in snapshot.hashes.items() if h}),
-                    _json(list(snapshot.warnings)),
-                    metadata,
-                ),
+                notes,
+                (snapshot.version, _json(list(snapshot.warnings)), metadata),
                 strict=True,
             ):
                 column.append(value)
+            if snapshot.version not in manifests:
+                manifests[snapshot.version] = (
+                    _json(dict(snapshot.type_versions)),
+                    _json({t: dict(h) for t, h in snapshot.hashes.items() if h}),
+                )
         proxy_ids.append(proxy_id)
         positions.append(position)
     if connection.vendor != "postgresql":
+        manifest_ids = _manifest_ids(mesh_id, manifests)
         decoded = [
-            (version, *(json.loads(value) for value in encoded))
-            for version, *encoded in zip(*manifests, strict=True)
+            (version, json.loads(warnings), json.loads(metadata))
+            for version, warnings, metadata in zip(*notes, strict=True)
         ]
         versions = ProxyVersion.objects.bulk_create(
             ProxyVersion(
@@ -448,33 +451,85 @@ def _insert_versions(
                 version=version,
                 revision=revision,
                 compiled_at=now,
-                type_versions=type_versions,
-                resources=resources,
+                manifest_id=manifest_ids[version],
                 warnings=warnings,
                 metadata=metadata,
             )
-            for proxy_id, (version, type_versions, resources, warnings, metadata) in zip(
+            for proxy_id, (version, warnings, metadata) in zip(
                 proxy_ids, (decoded[position - 1] for position in positions), strict=True
             )
         )
         return {v.proxy_id: v.pk for v in versions}
     table = connection.ops.quote_name(ProxyVersion._meta.db_table)
+    manifest_table = connection.ops.quote_name(ConfigManifest._meta.db_table)
+    versions = list(manifests)
+    # `found` sees the manifests stored before this statement, `new` returns those it
+    # inserts: together, one row per version. ON CONFLICT only guards: the mesh's compile
+    # lock keeps any other transaction from inserting its manifests meanwhile.
     with binary_cursor() as cursor:
         cursor.execute(
-            "WITH m AS MATERIALIZED (SELECT m.i, m.version, m.type_versions::jsonb AS"
-            " type_versions, m.resources::jsonb AS resources, m.warnings::jsonb AS warnings,"
-            " m.metadata::jsonb AS metadata"
-            " FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
-            " WITH ORDINALITY AS m(version, type_versions, resources, warnings, metadata, i))"
-            f" INSERT INTO {table} (proxy_id, version, revision, compiled_at, type_versions,"
-            " resources, warnings, metadata)"
-            " SELECT u.proxy_id, m.version, %b, %b, m.type_versions, m.resources, m.warnings,"
-            " m.metadata FROM unnest(%b::bigint[], %b::bigint[]) WITH ORDINALITY"
-            " AS u(proxy_id, manifest, n) JOIN m ON m.i = u.manifest ORDER BY u.n"
+            "WITH new AS (INSERT INTO"
+            f" {manifest_table} (mesh_id, version, type_versions, resources)"
+            " SELECT %b, m.version, m.type_versions::jsonb, m.resources::jsonb"
+            " FROM unnest(%b::text[], %b::text[], %b::text[])"
+            " AS m(version, type_versions, resources)"
+            " ON CONFLICT (mesh_id, version) DO NOTHING RETURNING id, version),"
+            f" found AS (SELECT c.id, c.version FROM {manifest_table} AS c"
+            " WHERE c.mesh_id = %b AND c.version = ANY(%b::text[])),"
+            " ids AS (SELECT id, version FROM new UNION ALL SELECT id, version FROM found),"
+            " n AS MATERIALIZED (SELECT n.i, n.version, n.warnings::jsonb AS warnings,"
+            " n.metadata::jsonb AS metadata FROM unnest(%b::text[], %b::text[], %b::text[])"
+            " WITH ORDINALITY AS n(version, warnings, metadata, i))"
+            f" INSERT INTO {table} (proxy_id, version, revision, compiled_at, manifest_id,"
+            " warnings, metadata)"
+            " SELECT u.proxy_id, n.version, %b, %b, ids.id, n.warnings, n.metadata"
+            " FROM unnest(%b::bigint[], %b::bigint[]) WITH ORDINALITY AS u(proxy_id, note, k)"
+            " JOIN n ON n.i = u.note JOIN ids ON ids.version = n.version ORDER BY u.k"
             " RETURNING proxy_id, id",
-            [*manifests, revision, now, proxy_ids, positions],
+            [
+                mesh_id,
+                versions,
+                [manifests[v][0] for v in versions],
+                [manifests[v][1] for v in versions],
+                mesh_id,
+                versions,
+                *notes,
+                revision,
+                now,
+                proxy_ids,
+                positions,
+            ],
         )
-        return dict(cursor.fetchall())
+        out = dict(cursor.fetchall())
+    if len(out) != len(set(proxy_ids)):
+        raise RuntimeError(f"versions of mesh {mesh_id} stored without their manifest")
+    return out
+
+
+def _manifest_ids(mesh_id: int, manifests: Mapping[str, tuple[str, str]]) -> dict[str, int]:
+    """version → ConfigManifest pk, inserting those not stored yet (other databases)."""
+    found = dict(
+        ConfigManifest.objects.filter(mesh_id=mesh_id, version__in=list(manifests)).values_list(
+            "version", "id"
+        )
+    )
+    missing = [v for v in manifests if v not in found]
+    if missing:
+        ConfigManifest.objects.bulk_create(
+            ConfigManifest(
+                mesh_id=mesh_id,
+                version=version,
+                type_versions=json.loads(manifests[version][0]),
+                resources=json.loads(manifests[version][1]),
+            )
+            for version in missing
+        )
+        found.update(
+            ConfigManifest.objects.filter(mesh_id=mesh_id, version__in=missing).values_list(
+                "version", "id"
+            )
+        )
+    return found
 
 
 def _update_variants(updates: Mapping[int, _Update]) -> None:
@@ -622,13 +677,15 @@ def prune_orphaned_versions() -> int:
 
 
 def prune_resources(mesh_id: int) -> int:
-    """Delete stored resources no kept version refers to. Takes the mesh's compile lock,
-    so a compile cannot reuse a resource while it is being deleted."""
+    """Delete the mesh's manifests no version refers to (prune_manifests), then its stored
+    resources no kept manifest refers to. Takes the mesh's compile lock, so a compile cannot
+    reuse a manifest or resource while it is being deleted."""
     with transaction.atomic():
         if lock_compile_state(mesh_id) is None:
             return 0
+        prune_manifests(mesh_id)
         used: set[tuple[str, str]] = set()
-        manifests = ProxyVersion.objects.filter(proxy__mesh_id=mesh_id).values_list(
+        manifests = ConfigManifest.objects.filter(mesh_id=mesh_id).values_list(
             "resources", flat=True
         )
         for manifest in manifests.iterator(chunk_size=500):
@@ -643,6 +700,24 @@ def prune_resources(mesh_id: int) -> int:
         ]
         ConfigResource.objects.filter(pk__in=stale).delete()
         return len(stale)
+
+
+def prune_manifests(mesh_id: int) -> int:
+    """Delete the mesh's manifests that none of its variants' versions refers to (those of
+    trimmed versions). Call it holding the mesh's compile lock: a compile refers to a
+    manifest only under it. One statement; versions left without their variant
+    (prune_orphaned_versions) do not count."""
+    manifests = connection.ops.quote_name(ConfigManifest._meta.db_table)
+    versions = connection.ops.quote_name(ProxyVersion._meta.db_table)
+    configs = connection.ops.quote_name(ProxyConfig._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {manifests} WHERE mesh_id = %s AND id NOT IN"
+            f" (SELECT v.manifest_id FROM {configs} AS p JOIN {versions} AS v"
+            " ON v.proxy_id = p.id WHERE p.mesh_id = %s)",
+            [mesh_id, mesh_id],
+        )
+        return cursor.rowcount
 
 
 # ---------------------------------------------------------------- reading (API)
@@ -702,7 +777,7 @@ def current_configs(
         )
         .filter(name__in={name for _, name in proxies})
         .select_related("current")
-        .defer("current__resources", "current__type_versions", "current__metadata")
+        .defer("current__metadata")
     )
     wanted = set(proxies)
     return {(r.kind, r.name): r for r in rows if (r.kind, r.name) in wanted}
@@ -712,7 +787,7 @@ def variants_of(ref: ProxyRef) -> list[ProxyConfig]:
     return list(
         ProxyConfig.objects.filter(mesh=ref.mesh, kind=ref.kind, name=ref.name)
         .select_related("current")
-        .defer("current__resources", "current__type_versions", "current__metadata")
+        .defer("current__metadata")
     )
 
 
@@ -726,7 +801,7 @@ def variant(
         ProxyConfig.objects.filter(mesh=ref.mesh, kind=ref.kind, name=ref.name)
         .filter(consumer=consumer, interception=interception)
         .filter(app_port=app_port, ingress_port=ingress_port, egress_port=egress_port)
-        .select_related("current")
+        .select_related("current__manifest")
         .first()
     )
 
@@ -782,7 +857,9 @@ def request_variant(
 def stored_version(config: ProxyConfig, version: str) -> ProxyVersion:
     if config.current is not None and config.current.version == version:
         return config.current
-    found = config.history.filter(version=version).order_by("-id").first()
+    found = (
+        config.history.filter(version=version).select_related("manifest").order_by("-id").first()
+    )
     if found is None:
         raise ProxyNotFound(
             f"Version '{version}' of {config.kind}/{config.name} ({config.consumer}, "

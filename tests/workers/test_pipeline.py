@@ -8,7 +8,14 @@ import pytest
 from django.db import connection
 from django.db.models import F
 
-from meshapi.models import CompileState, ConfigResource, Mesh, ProxyConfig, ProxyVersion
+from meshapi.models import (
+    CompileState,
+    ConfigManifest,
+    ConfigResource,
+    Mesh,
+    ProxyConfig,
+    ProxyVersion,
+)
 from meshapi.models.proxies import HISTORY_LIMIT
 from meshapi.services import endpoints as endpoint_service
 from meshapi.services import proxies as store
@@ -383,14 +390,17 @@ def test_pruning_drops_only_resources_no_kept_version_uses(tenant, embedded):
         meshes.split(tenant, "shop", 10 + i, 90 - i)
     kept = {
         (type_url, digest)
-        for manifest in ProxyVersion.objects.values_list("resources", flat=True)
+        for manifest in ProxyVersion.objects.values_list("manifest__resources", flat=True)
         for type_url, hashes in manifest.items()
         for digest in hashes.values()
     }
+    used = set(ProxyVersion.objects.values_list("manifest_id", flat=True))
+    assert set(ConfigManifest.objects.values_list("pk", flat=True)) > used  # trimmed versions'
     stored = set(ConfigResource.objects.values_list("type_url", "digest"))
     assert stored > kept  # versions beyond the last 20 left resources behind
     assert prune_config_resources.apply().get() == len(stored - kept)
     assert set(ConfigResource.objects.values_list("type_url", "digest")) == kept
+    assert set(ConfigManifest.objects.values_list("pk", flat=True)) == used
     assert prune_config_resources.apply().get() == 0
     # Every kept version still renders completely.
     for version in ProxyVersion.objects.filter(proxy__mesh=mesh):

@@ -8,7 +8,7 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from meshapi.models import Mesh, ProxyConfig, ProxyVersion
+from meshapi.models import ConfigManifest, Mesh, ProxyConfig, ProxyVersion
 from meshapi.models.proxies import HISTORY_LIMIT
 from meshapi.services import proxies as store
 from meshapi.services import resources
@@ -208,3 +208,39 @@ def test_versions_of_a_compile_rolled_back_are_not_remembered(mesh, monkeypatch)
     assert stored, "the compile stored versions before failing"
     assert not ProxyVersion.objects.filter(pk__in=stored).exists()
     assert not set(stored) & set(store._VERSIONS)
+
+
+def test_a_version_shared_by_many_proxies_stores_its_manifest_once(mesh):
+    """The clients of one backend compile to one version: one manifest for the mesh, which
+    every version row of it refers to, holding what the proxies compile to."""
+    manifests = ConfigManifest.objects.filter(mesh=mesh).count()
+    meshes.split(mesh.tenant, "shop", 30, 70)
+    rows = reached(mesh)
+    new_versions = {row.current.version for row in rows.values()}
+    assert len(rows) > len(new_versions)  # several proxies share a version
+    assert ConfigManifest.objects.filter(mesh=mesh).count() == manifests + len(new_versions)
+    versions = ProxyVersion.objects.filter(proxy__mesh=mesh).select_related("manifest")
+    assert {(v.manifest.mesh_id, v.manifest.version) for v in versions} == {
+        (mesh.id, v.version) for v in versions
+    }
+    loaded = loader.load(mesh.id)
+    for row in rows.values():
+        snapshot = compile_proxy(loaded.ctx, ProxyRequest(*store.variant_key(row)[:4]))
+        current = ProxyVersion.objects.select_related("manifest").get(pk=row.current_id)
+        assert current.type_versions == dict(snapshot.type_versions)
+        assert current.resources == {t: dict(h) for t, h in snapshot.hashes.items() if h}
+
+
+def test_meshes_with_the_same_version_keep_manifests_of_their_own(embedded):
+    """Two tenants' identical meshes compile to the same versions; each mesh has its own
+    manifests, so pruning or deleting one never touches the other's."""
+    first = meshes.shop(create_tenant("acme", "alice@example.com")[0])
+    second = meshes.shop(create_tenant("other", "charlie@example.com")[0])
+    ours = dict(ConfigManifest.objects.filter(mesh=first).values_list("version", "id"))
+    theirs = dict(ConfigManifest.objects.filter(mesh=second).values_list("version", "id"))
+    assert ours.keys() == theirs.keys() and not set(ours.values()) & set(theirs.values())
+    first.delete()
+    assert not ConfigManifest.objects.filter(pk__in=ours.values()).exists()
+    assert ConfigManifest.objects.filter(pk__in=theirs.values()).count() == len(theirs)
+    for version in ProxyVersion.objects.filter(proxy__mesh=second):
+        assert version.manifest_id in theirs.values()

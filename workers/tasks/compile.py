@@ -37,8 +37,9 @@ def enqueue_compile(mesh_id: int) -> bool:
 
 @mesh_task("compile.prune_config_resources")
 def prune_config_resources() -> int:
-    """Delete versions left without their variant, then stored xDS resources that no kept
-    version refers to any more; returns how many resources went."""
+    """Delete versions left without their variant, then per mesh the manifests no version
+    refers to and the stored xDS resources no kept manifest refers to any more; returns how
+    many resources went."""
     from meshapi.models import Mesh
     from meshapi.services.proxies import prune_orphaned_versions, prune_resources
 

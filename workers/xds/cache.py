@@ -378,7 +378,7 @@ class ConfigCache:
                     name__in=names,
                     current__isnull=False,
                 )
-                .annotate(types_text=Cast("current__type_versions", TextField()))
+                .annotate(types_text=Cast("current__manifest__type_versions", TextField()))
                 .values_list(
                     *VARIANT_FIELDS, "mesh_id", "current_id", "current__version", "types_text"
                 )
@@ -470,12 +470,15 @@ class ConfigCache:
 
         from meshapi.models import ConfigResource, ProxyVersion
 
-        manifests = dict(
+        # Versions of one (mesh, version) share a manifest: decoded once.
+        rows = list(
             ProxyVersion.objects.filter(pk__in=set(source.values()))
-            .annotate(manifest_text=Cast("resources", TextField()))
-            .values_list("pk", "manifest_text")
+            .annotate(manifest_text=Cast("manifest__resources", TextField()))
+            .values_list("pk", "manifest_id", "manifest_text")
         )
-        decoded = {seq: json.loads(text or "{}") for seq, text in manifests.items()}
+        by_manifest = {manifest: text for _, manifest, text in rows}
+        manifests = {manifest: json.loads(text or "{}") for manifest, text in by_manifest.items()}
+        decoded = {seq: manifests[manifest] for seq, manifest, _ in rows}
         if len(decoded) < len(set(source.values())):
             # Trimmed from history since (a published version far behind the stored ones):
             # nothing here may be taken as "no resources".

@@ -1,6 +1,7 @@
 """The compile's path to publish: `run_compile` for a one-route change that reaches every
 client of bench/propagation.py's mesh, timed to the moment it calls `publish.publish` and
-to its return, with the WAL it wrote and how many of its variant row updates were HOT.
+to its return, with the WAL it wrote, how many of its variant row updates were HOT and the
+average size of a stored version row.
 
     DATABASE_URL=postgres://… .venv/bin/python bench/compile_publish.py \
         [--clients 1000] [--changes 20] [--rounds 3] [--baseline TREE]
@@ -44,7 +45,7 @@ def child(tree: Path, clients: int, warmup: int) -> None:
     from django.db import connection
 
     from bench import propagation
-    from meshapi.models import Mesh, ProxyConfig
+    from meshapi.models import Mesh, ProxyConfig, ProxyVersion
     from meshapi.receivers import compile_on_change
     from meshapi.services import resources
     from meshapi.services.kinds import ROUTE
@@ -74,6 +75,7 @@ def child(tree: Path, clients: int, warmup: int) -> None:
         pipeline.run_compile(mesh.id)
         writer = resources.Writer(actor="bench")
         table = ProxyConfig._meta.db_table
+        versions = connection.ops.quote_name(ProxyVersion._meta.db_table)
         weight = 1
 
         def sql(query: str, args: tuple = ()) -> tuple:
@@ -122,7 +124,13 @@ def child(tree: Path, clients: int, warmup: int) -> None:
                 (table,),
             )
             updates, hot = (a - b for a, b in zip(after, before, strict=True))
-            print(json.dumps({"changes": rows, "updates": updates, "hot": hot}), flush=True)
+            (row_bytes,) = sql(f"SELECT avg(pg_column_size(v.*))::float FROM {versions} AS v")
+            print(
+                json.dumps(
+                    {"changes": rows, "updates": updates, "hot": hot, "row_bytes": row_bytes}
+                ),
+                flush=True,
+            )
     finally:
         connection.close()
         connection.creation.destroy_test_db(old_name, verbosity=0)
@@ -155,10 +163,11 @@ def report(label: str, rounds: list[dict]) -> None:
     wal = statistics.median(c["wal_mb"] for c in changes)
     updates = sum(r["updates"] for r in rounds)
     hot = sum(r["hot"] for r in rounds)
+    row_bytes = statistics.median(r["row_bytes"] for r in rounds)
     print(
         f"{label:>9} {len(changes):>7} {statistics.median(to_publish):>8.1f} "
         f"{min(to_publish):>8.1f} {statistics.median(total):>9.1f} {min(total):>8.1f} "
-        f"{wal:>7.2f} {100 * hot / max(updates, 1):>6.0f}%"
+        f"{wal:>7.2f} {100 * hot / max(updates, 1):>6.0f}% {row_bytes:>9.0f}"
     )
 
 
@@ -192,7 +201,7 @@ def main() -> None:
     print(f"run_compile for a one-route change reaching {args.clients} clients")
     print(
         f"{'tree':>9} {'changes':>7} {'pub p50':>8} {'pub min':>8} {'total p50':>9} "
-        f"{'tot min':>8} {'WAL MB':>7} {'HOT':>7}"
+        f"{'tot min':>8} {'WAL MB':>7} {'HOT':>7} {'version B':>9}"
     )
     for label, rounds in results.items():
         report(label, rounds)

@@ -162,7 +162,10 @@ class ConfigManifest(models.Model):
     """What a version is made of, once per (mesh, version): a version is a content hash of
     its per-type versions, each a hash of its (name, resource hash) pairs."""
 
-    # No index of its own: uniq_config_manifest leads with the mesh.
+    # No index of its own: uniq_config_manifest leads with the mesh. With its constraint, as
+    # ConfigResource.mesh: a mesh deleted while an older compile of it commits a manifest new
+    # to the mesh can fail its deletion at commit (as a new resource already could); deleting
+    # it again succeeds.
     mesh = models.ForeignKey(Mesh, on_delete=models.CASCADE, related_name="+", db_index=False)
     version = models.CharField(max_length=64)
     type_versions = models.JSONField(default=dict)  # {type_url: version}

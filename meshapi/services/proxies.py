@@ -240,7 +240,7 @@ def _loads(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _common(loaded: "LoadedMesh", version: str | None, seq_snapshot=None) -> dict:
+def _common(loaded: "LoadedMesh", version: str | None, snapshot: "Snapshot | None" = None) -> dict:
     """What workers/publish.py sends once for the variants of one version; with the
     snapshot, its type versions and mesh id ride along so a replica need not read them
     back. `version` None: the variants' proxies are gone."""
@@ -251,8 +251,8 @@ def _common(loaded: "LoadedMesh", version: str | None, seq_snapshot=None) -> dic
         "version": version,
         "revision": loaded.revision,
     }
-    if seq_snapshot is not None:
-        versions = seq_snapshot.type_versions
+    if snapshot is not None:
+        versions = snapshot.type_versions
         common.update(meshId=loaded.mesh_id, types=[versions.get(t) for t in xds.TYPE_ORDER])
     return common
 

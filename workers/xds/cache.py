@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import threading
 import time
 import weakref
@@ -185,6 +186,30 @@ def sorted_items(resources: Mapping[str, Resource]) -> list[tuple[str, Resource]
     if type(resources) is Bucket:
         return resources.sorted_items()
     return sorted(resources.items())
+
+
+class PushMemo:
+    """What a push builds once for every stream serving the same buckets (delta steps,
+    SotW wildcard responses): keyed by an identity that includes the buckets' ids, each
+    value held with its buckets, so a hit is checked to be about the same objects and an
+    id is never reused while cached. Bounded: cleared when full (a push needs a few)."""
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._items: dict[tuple, tuple[tuple[Bucket, ...], object]] = {}
+
+    def get(self, ident: tuple, buckets: tuple[Bucket, ...]) -> object | None:
+        found = self._items.get(ident)
+        if found is None:
+            return None
+        held, value = found
+        return value if all(map(operator.is_, held, buckets)) else None
+
+    def put(self, ident: tuple, buckets: tuple[Bucket, ...], value: object) -> object:
+        if len(self._items) >= self._size:
+            self._items.clear()
+        self._items[ident] = (buckets, value)
+        return value
 
 
 def _content(versions: Mapping[str, str]) -> tuple[str, ...] | None:

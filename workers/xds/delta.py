@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from envoy.service.discovery.v3 import discovery_pb2
 
-from workers.xds.cache import TYPES, Bucket, Entry, sorted_items, text_field
+from workers.xds.cache import TYPES, Bucket, Entry, PushMemo, sorted_items, text_field
 from workers.xds.served import ServingStream
 from workers.xds.sotw import WILDCARD_TYPES
 
@@ -49,16 +49,14 @@ class _Step(NamedTuple):
     sent: dict[str, str]  # {name: digest} sent, as last_sent keeps it (read only)
 
 
-# (type URL, version, id(old), id(new)) → _Step; the buckets are held by the step, and a
-# hit checks they are the same objects. A push computes one step for all its streams.
-_STEPS: dict[tuple[str, str, int, int], _Step] = {}
-STEPS_KEPT = 256
+# (type URL, version, id(old), id(new)) → _Step: one per push for all its streams.
+_STEPS = PushMemo()
 
 
 def _step(type_url: str, version: str, old: Bucket, new: Bucket) -> _Step:
     ident = (type_url, version, id(old), id(new))
-    step = _STEPS.get(ident)
-    if step is not None and step.old is old and step.new is new:
+    step = _STEPS.get(ident, (old, new))
+    if step is not None:
         return step
     updates = [
         r
@@ -75,10 +73,7 @@ def _step(type_url: str, version: str, old: Bucket, new: Bucket) -> _Step:
         drop,
         {r.name: r.digest for r in updates},
     )
-    if len(_STEPS) >= STEPS_KEPT:
-        _STEPS.clear()
-    _STEPS[ident] = step
-    return step
+    return _STEPS.put(ident, (old, new), step)
 
 
 @dataclass(slots=True)

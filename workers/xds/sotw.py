@@ -21,7 +21,7 @@ from typing import Protocol
 from envoy.service.discovery.v3 import discovery_pb2
 
 from workers.compiler import xds
-from workers.xds.cache import TYPES, Bucket, Resource, text_field
+from workers.xds.cache import TYPES, Bucket, PushMemo, Resource, text_field
 from workers.xds.served import ServingStream
 
 WILDCARD_TYPES = (xds.LISTENER, xds.CLUSTER)
@@ -32,22 +32,18 @@ def _body(type_url: str, version: str, chosen: list[Resource]) -> bytes:
     return b"".join([text_field(1, version), *(r.sotw for r in chosen), text_field(4, type_url)])
 
 
-# (type URL, version, id(bucket)) → (bucket, body): a wildcard response without its nonce,
-# built once per push for every stream serving that bucket (the bucket is held, and a hit
-# checks it is the same object).
-_WHOLE: dict[tuple[str, str, int], tuple[Bucket, bytes]] = {}
-WHOLE_KEPT = 256
+# (type URL, version, id(bucket)) → a wildcard response without its nonce, built once per
+# push for every stream serving that bucket.
+_WHOLE = PushMemo()
 
 
 def _whole(type_url: str, version: str, bucket: Bucket) -> bytes:
     ident = (type_url, version, id(bucket))
-    found = _WHOLE.get(ident)
-    if found is not None and found[0] is bucket:
-        return found[1]
-    body = _body(type_url, version, [r for _, r in bucket.sorted_items()])
-    if len(_WHOLE) >= WHOLE_KEPT:
-        _WHOLE.clear()
-    _WHOLE[ident] = (bucket, body)
+    body = _WHOLE.get(ident, (bucket,))
+    if body is None:
+        body = _WHOLE.put(
+            ident, (bucket,), _body(type_url, version, [r for _, r in bucket.sorted_items()])
+        )
     return body
 
 
